@@ -1,6 +1,5 @@
 """BA-SAM configuration: SAM's configuration plus the bias-mode attention settings."""
 
-from huggingface_hub.dataclasses import strict
 from transformers.models.sam.configuration_sam import (
     SamConfig,
     SamMaskDecoderConfig,
@@ -37,7 +36,8 @@ BA_FIELDS = (
 )
 
 
-@strict(accept_kwargs=True)
+# Not re-decorated with @strict: BA fields are validated by `validate_ba`, which raises `ValueError` (strict's type
+# errors are not `ValueError`s). SAM's own fields stay validated by the parent's decorator.
 class BaSamVisionConfig(SamVisionConfig):
     r"""
     Configuration of the BA-SAM image encoder: [`SamVisionConfig`] plus the bias-mode attention (BA) settings.
@@ -139,7 +139,6 @@ def _vision_property(name: str) -> property:
     return property(getter, setter, doc=f"Alias of `vision_config.{name}`.")
 
 
-@strict(accept_kwargs=True)
 class BaSamConfig(SamConfig):
     r"""
     Configuration of [`BaSamModel`]: a [`SamConfig`] whose vision config is a [`BaSamVisionConfig`].

@@ -1,0 +1,57 @@
+"""Shared helpers: tiny random BA-SAM / SAM configurations that run in milliseconds on CPU."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download during tests
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Vision grid 8x8 (64 px / patch 8), window 3 (so windows need padding), one windowed and one global layer.
+TINY_VISION = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=64,
+    patch_size=8,
+    mlp_dim=64,
+    output_channels=16,
+    window_size=3,
+    global_attn_indexes=[1],
+    num_pos_feats=8,
+)
+TINY_PROMPT = dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4)
+TINY_DECODER = dict(hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16)
+
+BA_OFF = dict(bias_mode="none", attention_scaling="none")
+
+
+def tiny_config_kwargs(**vision_overrides) -> dict:
+    """Keyword arguments of a tiny `SamConfig` / `BaSamConfig`; BA fields go in `vision_overrides`."""
+    return dict(
+        vision_config={**TINY_VISION, **vision_overrides},
+        prompt_encoder_config=dict(TINY_PROMPT),
+        mask_decoder_config=dict(TINY_DECODER),
+    )
+
+
+@torch.no_grad()
+def randomize_(model: torch.nn.Module, std: float = 0.3, seed: int = 0) -> torch.nn.Module:
+    """Give every weight a random value: SAM's vision initializer_range is 1e-10, which makes outputs constant."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if name.endswith(("coefficient", "slopes")):
+            continue  # keep BA parameters at their documented initial values
+        param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return model
+
+
+@pytest.fixture
+def sample_inputs():
+    generator = torch.Generator().manual_seed(1)
+    return dict(
+        pixel_values=torch.randn(2, 3, 64, 64, generator=generator),
+        input_points=torch.rand(2, 1, 2, 2, generator=generator) * 64,
+        input_labels=torch.tensor([[[1, 0]], [[1, 1]]]),
+    )
