@@ -5,6 +5,7 @@ import json
 import sys
 
 from . import __version__
+from .configuration_basam import BA_FIELDS as BA_OPTION_NAMES
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -17,6 +18,26 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_sam(args: argparse.Namespace) -> int:
+    from .conversion import convert_sam_to_basam
+
+    settings = {name: value for name, value in vars(args).items() if name in BA_OPTION_NAMES and value is not None}
+    model = convert_sam_to_basam(args.source, args.output, **settings)
+    print(f"Saved BA-SAM to {args.output} with {json.dumps(model.config.vision_config.ba_settings())}")
+    return 0
+
+
+def add_ba_options(parser: argparse.ArgumentParser) -> None:
+    """`--bias-mode`, `--attention-scaling`, ... (defaults: the model's own settings)."""
+    from .configuration_basam import BA_CHOICES
+
+    for name, choices in BA_CHOICES.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", choices=choices, default=None)
+    parser.add_argument("--bias-slope-scale", type=float, default=None)
+    parser.add_argument("--learnable-slopes", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--coefficient-init", type=float, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basam-hf", description="BA-SAM for Hugging Face transformers.")
     parser.add_argument("--version", action="version", version=f"basam-hf {__version__}")
@@ -24,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the BA-SAM settings of a model's config")
     info.add_argument("model", help="repo id or folder")
     info.set_defaults(func=_info)
+    convert = commands.add_parser("convert-sam", help="turn a SAM checkpoint into BA-SAM (safetensors + code files)")
+    convert.add_argument("source", help="SAM repo id (e.g. facebook/sam-vit-base) or folder")
+    convert.add_argument("output", help="output folder")
+    add_ba_options(convert)
+    convert.set_defaults(func=_convert_sam)
     return parser
 
 

@@ -1,0 +1,66 @@
+"""A plain SAM checkpoint becomes BA-SAM with every SAM weight loaded; the CLI wraps the same function."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import SamConfig, SamModel
+
+from basam_hf import BaSamModel
+from basam_hf.cli import main
+from basam_hf.conversion import convert_sam_to_basam
+
+from conftest import randomize_, tiny_config_kwargs
+
+
+@pytest.fixture
+def sam_folder(tmp_path):
+    model = randomize_(SamModel(SamConfig(**tiny_config_kwargs())))
+    model.save_pretrained(tmp_path / "sam")
+    return tmp_path / "sam", model
+
+
+@pytest.mark.parametrize(
+    "settings, new_keys",
+    [
+        (dict(bias_mode="distance"), set()),
+        (dict(bias_mode="coefficient", bias_layers="all"), {"vision_encoder.layers.0.attn.coefficient", "vision_encoder.layers.1.attn.coefficient"}),
+        (dict(bias_mode="distance", learnable_slopes=True), {"vision_encoder.layers.1.attn.slopes"}),
+    ],
+)
+def test_every_sam_weight_is_loaded(sam_folder, tmp_path, settings, new_keys):
+    folder, sam = sam_folder
+    convert_sam_to_basam(folder, tmp_path / "out", **settings)
+    sam_weights = load_file(folder / "model.safetensors")
+    converted = load_file(tmp_path / "out" / "model.safetensors")
+    assert set(converted) - set(sam_weights) == new_keys
+    for key, value in sam_weights.items():
+        assert torch.equal(converted[key], value), key
+    loaded = BaSamModel.from_pretrained(tmp_path / "out")
+    assert loaded.config.vision_config.bias_mode == settings["bias_mode"]
+
+
+def test_incomplete_checkpoint_is_rejected(sam_folder, tmp_path):
+    folder, sam = sam_folder
+    weights = load_file(folder / "model.safetensors")
+    del weights["vision_encoder.layers.0.attn.qkv.weight"]
+    from safetensors.torch import save_file
+
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="layers.0.attn.qkv.weight"):
+        convert_sam_to_basam(folder)
+
+
+def test_cli_convert_sam_and_info(sam_folder, tmp_path, capsys):
+    folder, _ = sam_folder
+    assert main(["convert-sam", str(folder), str(tmp_path / "cli"), "--bias-mode", "coefficient", "--attention-scaling", "none"]) == 0
+    assert main(["info", str(tmp_path / "cli")]) == 0
+    info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert info["model_type"] == "basam" and info["bias_mode"] == "coefficient" and info["attention_scaling"] == "none"
+
+
+def test_cli_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and "basam-hf 0.1.0" in capsys.readouterr().out
