@@ -11,7 +11,12 @@ from .configuration_basam import BA_FIELDS as BA_OPTION_NAMES
 def _info(args: argparse.Namespace) -> int:
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
+    from .configuration_basam import BaSamConfig
+
+    if args.model == "default":
+        config = BaSamConfig()  # the package's default BA-SAM settings on SAM ViT-B dimensions
+    else:
+        config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
     vision = getattr(config, "vision_config", config)
     settings = vision.ba_settings() if hasattr(vision, "ba_settings") else {"bias_mode": "none (plain SAM)"}
     print(json.dumps({"model_type": config.model_type, "image_size": vision.image_size, **settings}, indent=2))
@@ -43,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"basam-hf {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = commands.add_parser("info", help="print the BA-SAM settings of a model's config")
-    info.add_argument("model", help="repo id or folder")
+    info.add_argument("model", help="repo id, folder, or `default` (the package defaults)")
     info.set_defaults(func=_info)
     convert = commands.add_parser("convert-sam", help="turn a SAM checkpoint into BA-SAM (safetensors + code files)")
     convert.add_argument("source", help="SAM repo id (e.g. facebook/sam-vit-base) or folder")
