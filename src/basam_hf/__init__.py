@@ -1,9 +1,10 @@
 """basam-hf: BA-SAM (bias-mode attention for the Segment Anything Model) as a transformers model."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskGeneration
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForMaskGeneration, AutoProcessor
 
 from .configuration_basam import BaSamConfig, BaSamVisionConfig
 from .modeling_basam import BaSamModel, BaSamPreTrainedModel, BaSamVisionAttention, BaSamVisionEncoder
+from .processing_basam import BaSamImageProcessor, BaSamProcessor, processor_for_model, save_pretrained_with_processor
 
 __version__ = "0.1.0"
 
@@ -17,5 +18,8 @@ BaSamModel.register_for_auto_class("AutoModelForMaskGeneration")
 AutoConfig.register(BaSamConfig.model_type, BaSamConfig, exist_ok=True)
 AutoModel.register(BaSamConfig, BaSamModel, exist_ok=True)
 AutoModelForMaskGeneration.register(BaSamConfig, BaSamModel, exist_ok=True)
+# The processors register their own remote-code auto_map (in processing_basam); only the installed path is here.
+AutoImageProcessor.register(BaSamConfig, image_processor_classes={"pil": BaSamImageProcessor}, exist_ok=True)
+AutoProcessor.register(BaSamConfig, BaSamProcessor, exist_ok=True)
 
-__all__ = ["BaSamConfig", "BaSamModel", "BaSamPreTrainedModel", "BaSamVisionAttention", "BaSamVisionConfig", "BaSamVisionEncoder", "__version__"]
+__all__ = ["BaSamConfig", "BaSamImageProcessor", "BaSamModel", "BaSamPreTrainedModel", "BaSamProcessor", "BaSamVisionAttention", "BaSamVisionConfig", "BaSamVisionEncoder", "processor_for_model", "save_pretrained_with_processor", "__version__"]
