@@ -1,8 +1,8 @@
 """Image processor and processor for BA-SAM at any input size, and a pure-torch non-maximum suppression.
 
 The input size `S` is chosen per instance (`BaSamImageProcessor(size=512)`) or per call (`processor(image, size=512)`):
-the longest image edge is resized to `S` and the image is padded (bottom/right) to a square whose side is `S` rounded up
-to a multiple of the patch size, so any positive integer `S` works and multiples of the patch size waste nothing.
+the longest image edge is resized to `S` and the image is padded (bottom/right) to a square whose side is `S` rounded
+up to a multiple of the patch size, so any positive integer `S` works and multiples of the patch size waste nothing.
 Prompts are mapped with the resize actually applied to each image, and masks are mapped back to the original image
 size from the size of the masks themselves, so no setting has to be kept in sync by hand.
 
@@ -41,7 +41,8 @@ def check_size(value: Any, name: str = "size") -> int:
             value.get(key) is not None for key in ("height", "width", "shortest_edge")
         ):
             raise ValueError(
-                f"BA-SAM resizes the longest image edge: pass {name} as an int or {{'longest_edge': int}}, got {value}."
+                f"BA-SAM resizes the longest image edge: pass {name} as an int or {{'longest_edge': int}}, "
+                f"got {value}."
             )
         value = value["longest_edge"]
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
