@@ -133,7 +133,8 @@ class BaSamImageProcessor(SamImageProcessorPil):
         if pad_size is None:
             pad_size = SizeDict(height=side, width=side)
         if mask_size is None:
-            mask_size = SizeDict(longest_edge=max(1, round(longest_edge * MASK_UPSCALING / patch_size)))
+            # Rounded half up, as the image resize rounds its sides.
+            mask_size = SizeDict(longest_edge=max(1, int(longest_edge * MASK_UPSCALING / patch_size + 0.5)))
         if mask_pad_size is None:
             mask_pad_size = SizeDict(height=mask_side, width=mask_side)
         return {"pad_size": pad_size, "mask_size": mask_size, "mask_pad_size": mask_pad_size}
@@ -220,7 +221,8 @@ class BaSamImageProcessor(SamImageProcessorPil):
         Returns the decoded boolean masks, their scores, their RLEs and their boxes, highest score first.
         """
         nms_function = _torchvision_batched_nms() or batched_nms
-        keep = nms_function(all_boxes.float(), all_scores, torch.zeros(all_boxes.shape[0]), crops_nms_thresh)
+        categories = torch.zeros(all_boxes.shape[0], device=all_boxes.device)  # one category: all masks compete
+        keep = nms_function(all_boxes.float(), all_scores, categories, crops_nms_thresh)
         rle_masks = [all_masks[i] for i in keep.tolist()]
         return [rle_to_mask(rle) for rle in rle_masks], all_scores[keep], rle_masks, all_boxes[keep]
 
