@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import pipeline
+from transformers import SamConfig, SamModel, SamProcessor, pipeline
+from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
 from basam_hf import BaSamConfig, BaSamImageProcessor, BaSamModel, save_pretrained_with_processor
 from basam_hf import processing_basam
+from basam_hf.conversion import convert_sam_to_basam
 
 from conftest import randomize_, tiny_config_kwargs
 
@@ -103,6 +105,19 @@ def test_folder_saved_at_another_size(tmp_path, image):
 def test_pipeline_with_crops(saved_folder, image):
     generator = pipeline("mask-generation", model=str(saved_folder))
     check_masks(generator(image, **KEEP_ALL, crops_n_layers=1, crops_nms_thresh=0.5))
+
+
+def test_converted_sam_folder_gets_an_any_size_processor(tmp_path, image):
+    """convert_sam_to_basam saves a BaSamProcessor (SAM's would need torchvision), keeping the source normalisation."""
+    randomize_(SamModel(SamConfig(**tiny_config_kwargs()))).save_pretrained(tmp_path / "sam")
+    mean = [0.5, 0.4, 0.3]
+    source_processor = SamProcessor(SamImageProcessorPil(size={"longest_edge": PRETRAIN}, image_mean=mean))
+    source_processor.save_pretrained(tmp_path / "sam")
+    convert_sam_to_basam(tmp_path / "sam", tmp_path / "out")
+    generator = pipeline("mask-generation", model=str(tmp_path / "out"))
+    assert isinstance(generator.image_processor, BaSamImageProcessor)
+    assert list(generator.image_processor.image_mean) == mean and generator.image_processor.patch_size == 8
+    check_masks(generator(image, **KEEP_ALL))
 
 
 # Fresh interpreter in which `import basam_hf` fails: everything must come from the saved folder.

@@ -3,6 +3,7 @@
 import os
 
 from .modeling_basam import BaSamModel
+from .processing_basam import processor_for_model
 
 # Parameters that BA-SAM adds to SAM; the only keys a SAM checkpoint may lack. Initialised as documented in
 # BaSamVisionConfig: coefficient = coefficient_init (0.1), slopes = ALiBi slopes * bias_slope_scale.
@@ -21,8 +22,8 @@ def convert_sam_to_basam(
 
     Args:
         source: a `SamModel` (or BA-SAM) checkpoint, e.g. `"facebook/sam-vit-base"` or a local folder.
-        output_dir: if given, save the converted model there (safetensors, config with `auto_map`, code files) and
-            the source's processor files when it has any.
+        output_dir: if given, save the converted model there (safetensors, config with `auto_map`, code files) with
+            a `BaSamProcessor` (any input size; the source's normalisation settings if it has a processor).
         **ba_settings: BA-SAM fields (`bias_mode`, `attention_scaling`, ...), see `BaSamVisionConfig`.
 
     Raises:
@@ -40,16 +41,21 @@ def convert_sam_to_basam(
         )
     if output_dir is not None:
         model.save_pretrained(output_dir)
-        _copy_processor(source, output_dir)
+        _save_processor(source, output_dir, model)
     return model
 
 
-def _copy_processor(source: str | os.PathLike, output_dir: str | os.PathLike) -> None:
-    """Save the source's processor next to the converted weights, so pipelines work on the output folder."""
-    from transformers import AutoProcessor
+def _save_processor(source: str | os.PathLike, output_dir: str | os.PathLike, model: BaSamModel) -> None:
+    """Save a [`BaSamProcessor`] next to the converted weights, so pipelines work on the output folder at any input
+    size and without torchvision (SAM's processors need it for mask generation). The source's normalisation settings
+    are carried over when it has an image processor."""
+    from transformers import AutoImageProcessor
 
     try:
-        processor = AutoProcessor.from_pretrained(source)
+        source_processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError, TypeError):
-        return  # a bare weights folder: nothing to copy
-    processor.save_pretrained(output_dir)
+        source_processor = None  # a bare weights folder: SAM's defaults
+    keys = ("image_mean", "image_std", "rescale_factor", "resample", "do_convert_rgb")
+    settings = {key: getattr(source_processor, key, None) for key in keys}
+    settings = {key: value for key, value in settings.items() if value is not None}
+    processor_for_model(model, **settings).save_pretrained(output_dir)
