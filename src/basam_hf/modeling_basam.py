@@ -167,8 +167,11 @@ class BaSamVisionAttention(SamVisionAttention):
             if bias is not None:
                 attn_weights = attn_weights + bias
             attn_weights = F.softmax(attn_weights, dtype=torch.float32, dim=-1).to(query.dtype)
-            attn_output = F.dropout(attn_weights, p=dropout, training=self.training) @ value
+            # Returned in SAM's (B * heads, N, N) layout, and the output computed from that very tensor, so gradients
+            # reach the returned weights (a reshape taken after use would be outside the graph).
             attn_weights = attn_weights.reshape(batch_size * self.num_attention_heads, num_tokens, num_tokens)
+            attn_probs = F.dropout(attn_weights, p=dropout, training=self.training)
+            attn_output = attn_probs.reshape(batch_size, self.num_attention_heads, num_tokens, num_tokens) @ value
         else:
             attn_output = self._chunked_sdpa(query, key, value, rel_h, rel_w, (height, width), scale, dropout)
             attn_weights = None
