@@ -25,7 +25,8 @@ from transformers.models.sam.modeling_sam import (
     SamMLPBlock,
 )
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils.generic import merge_with_config_defaults
+from transformers.processing_utils import Unpack
+from transformers.utils.generic import TransformersKwargs, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .bias import (
@@ -277,7 +278,9 @@ class BaSamVisionEncoder(BaSamPreTrainedModel, SamVisionEncoder):
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(self, pixel_values: torch.Tensor | None = None, **kwargs) -> tuple | SamVisionEncoderOutput:
+    def forward(
+        self, pixel_values: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple | SamVisionEncoderOutput:
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
         hidden_states = self.patch_embed(pixel_values)
@@ -377,7 +380,7 @@ class BaSamModel(BaSamPreTrainedModel, SamModel):
         multimask_output: bool = True,
         attention_similarity: torch.Tensor | None = None,
         target_embedding: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SamImageSegmentationOutput:
         r"""
         Same arguments and outputs as [`SamModel.forward`], at any input size: `input_points` and `input_boxes` are in
