@@ -107,7 +107,11 @@ def test_s_e_f_agree_with_pysodmetrics(seed):
     for prob in predictions:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            s_ref, e_ref, f_ref = py_sod_metrics.Smeasure(), py_sod_metrics.Emeasure(), py_sod_metrics.WeightedFmeasure()
+            s_ref, e_ref, f_ref = (
+                py_sod_metrics.Smeasure(),
+                py_sod_metrics.Emeasure(),
+                py_sod_metrics.WeightedFmeasure(),
+            )
             for reference in (s_ref, e_ref, f_ref):
                 reference.step(prob, gt, normalize=False)
         assert metrics.s_measure(prob, gt) == pytest.approx(s_ref.sms[0], abs=1e-12)

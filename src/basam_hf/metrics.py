@@ -220,7 +220,7 @@ def official_metrics(
 
 def mean_metrics(per_sample: Iterable[Mapping[str, float]]) -> dict[str, float]:
     """Per-metric means over samples (each metric averaged over the samples that have it), keys sorted. Sums are
-    exact (`math.fsum`), so the result does not depend on the order of the samples (e.g. on the number of processes)."""
+    exact (`math.fsum`), so the result does not depend on the order of the samples (e.g. the number of processes)."""
     totals: dict[str, list[float]] = {}
     for metrics in per_sample:
         for name, value in metrics.items():

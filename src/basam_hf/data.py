@@ -1,0 +1,782 @@
+"""Segmentation datasets for evaluation: Hub ids, `save_to_disk` folders and image folders, one object per sample.
+
+Every source becomes a [`SegmentationDataset`] of samples `{"id": str, "image": PIL RGB, "mask": np.ndarray bool HxW}`.
+A sample that cannot be used (unreadable image, mask of another size, ...) raises [`SampleError`] naming it, so a
+caller can skip it and go on.
+
+Conversions (documented in the README):
+- Images of any mode become 8-bit RGB. Alpha is composited on black (transparent pixels are black, as in a cut-out
+  on a black background); 16-bit images (`I;16*`, `I`, uint16 arrays) are scaled by 255/65535 with rounding; float
+  images are read as [0, 1] (scaled by 255) when their maximum is at most 1, else as [0, 255]; `1`, `L`, `P`, `CMYK`,
+  ... go through PIL's own RGB conversion.
+- Masks are binarised by [`binarize_mask`]: masks whose values are only 0 and 1 (any type) are label masks (1 =
+  object); otherwise a pixel is object when it is above half the type's range: `> 127` for 8-bit, `> 32767` for
+  16-bit, `> 0.5` for float masks in [0, 1] (`> 127.5` when their maximum exceeds 1); mode `1` and bool masks: any
+  nonzero pixel. Palette (`P`) masks are label images: any nonzero index is object. RGB(A) masks are converted to
+  luminance (`L`) first.
+- COCO-style annotations (a column holding a list of objects, or a dict of per-object lists) give one sample per
+  non-crowd object; segmentations may be polygons or RLE (uncompressed counts or the compressed COCO string), decoded
+  here without pycocotools. Polygons are rasterised by pixel centres (a pixel is inside when its centre is), which
+  can differ from pycocotools at boundary pixels.
+"""
+
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+# Columns tried, in order, when no mask column is given (only `Image` features qualify, so a class-label column named
+# `label` is never mistaken for a mask).
+MASK_COLUMN_CANDIDATES = ("mask", "label", "gt", "annotation", "segmentation", "segmentation_mask")
+ID_COLUMN_CANDIDATES = ("id", "image_id", "name", "file_name", "filename")
+# Keys of one COCO-style object.
+SEGMENTATION_KEYS = ("segmentation", "segmentations", "mask", "masks", "rle", "polygon", "polygons")
+OBJECT_ID_KEYS = ("id", "ids", "annotation_id", "object_id")
+CROWD_KEYS = ("iscrowd", "iscrowds", "is_crowd")
+
+
+class SampleError(ValueError):
+    """A sample that cannot be evaluated; `sample_id` names it and `reason` says why (one line)."""
+
+    def __init__(self, sample_id: str, reason: str):
+        super().__init__(f"sample {sample_id!r}: {reason}")
+        self.sample_id = sample_id
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """Where a paper dataset lives on the Hub and how its columns map to image / mask / objects.
+
+    `verified=False` marks facts taken from dataset cards only; the columns are checked on every load and a mismatch
+    raises an error that names the preset, the expected and the available columns.
+    """
+
+    name: str
+    hub_id: str
+    default_split: str
+    splits: tuple[str, ...]
+    image_column: str = "image"
+    mask_column: str | None = "mask"
+    annotations_column: str | None = None
+    id_column: str | None = None
+    verified: bool = False
+    license: str | None = None
+    notes: str = ""
+
+
+PRESETS: dict[str, DatasetPreset] = {
+    preset.name: preset
+    for preset in (
+        DatasetPreset(
+            "duts",
+            "nobg/DUTS",
+            "test",
+            ("train", "test"),
+            license="cc-by-nc-4.0",
+            notes="DUTS-TR 10,553 / DUTS-TE 5,019 images (salient objects); the paper evaluates on DUTS-TE.",
+        ),
+        DatasetPreset(
+            "cod10k",
+            "nobg/COD10K",
+            "test",
+            ("train", "test"),
+            notes="3,040 train / 2,026 test camouflaged-object images, masks mode L, widths 220-3,910 px.",
+        ),
+        DatasetPreset(
+            "dis5k",
+            "nobg/DIS5K",
+            "test",
+            ("train", "validation", "test"),
+            license="apache-2.0",
+            notes="Split names unverified (DIS-TR, DIS-VD, DIS-TE1..4 expected); the official code evaluates on "
+            "DIS-TE3. Columns likely image/mask.",
+        ),
+        DatasetPreset(
+            "isic2016",
+            "MedOtter/ISIC2016",
+            "test",
+            ("train", "test"),
+            id_column="image_id",
+            notes="Splits unverified (900 train / 379 test expected); masks 0/255; also has in_isic2018_train.",
+        ),
+        DatasetPreset(
+            "isic2018",
+            "surajbijjahalli/ISIC2018",
+            "test",
+            ("train", "validation", "test"),
+            mask_column="label",
+            notes="2,594 train / 100 validation / 1,000 test skin-lesion images; the mask column is `label`.",
+        ),
+        DatasetPreset(
+            "coco2017",
+            "NaiveDev/coco-2017-instance",
+            "validation",
+            ("train", "validation", "test"),
+            mask_column=None,
+            annotations_column="objects",
+            notes="Images plus an `objects` column (schema unverified); one sample per non-crowd object, RLE or "
+            "polygon segmentations. ClownRat/COCO2017 has RLE masks but only image paths, so it is not usable alone.",
+        ),
+    )
+}
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Samples `{"id", "image", "mask"}` with ids known without decoding anything (for sharding and resume).
+
+    `__getitem__` raises [`SampleError`] for a sample that cannot be used. `info` describes the source (source,
+    split, columns, preset, number of excluded objects) for reports.
+    """
+
+    def __init__(self, ids: Sequence[str], read: Callable[[int], dict], info: dict):
+        if len(set(ids)) != len(ids):
+            raise ValueError(
+                f"Sample ids must be unique; {len(ids) - len(set(ids))} duplicates in {info.get('source')}."
+            )
+        self.ids = list(ids)
+        self._read = read
+        self.info = info
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        return self._read(index)
+
+    def subset(self, indices: Sequence[int]) -> "SegmentationDataset":
+        """The samples at `indices` (in that order), sharing this dataset's reader."""
+        indices = list(indices)
+        return SegmentationDataset([self.ids[i] for i in indices], lambda i: self._read(indices[i]), dict(self.info))
+
+
+def load_segmentation_dataset(
+    source: str | os.PathLike | None,
+    split: str | None = None,
+    *,
+    preset: str | None = None,
+    image_column: str | None = None,
+    mask_column: str | None = None,
+    annotations_column: str | None = None,
+    max_samples: int | None = None,
+    id_column: str | None = None,
+) -> SegmentationDataset:
+    """Load a segmentation dataset as one sample per object.
+
+    Args:
+        source: a Hub dataset id (`datasets.load_dataset`), a `save_to_disk` folder (`datasets.load_from_disk`), or a
+            folder with `images/` and `masks/` holding files of the same stem (any image extension). With a `preset`,
+            `None` means the preset's Hub id; a local folder with the preset's columns also works.
+        split: split name; defaults to the preset's split, or to the only split when there is one.
+        preset: a key of [`PRESETS`] giving the Hub id, default split and column mapping.
+        image_column, mask_column: column names (override the preset). Without either, `image` and the first `Image`
+            column among `mask`, `label`, `gt`, ... are used.
+        annotations_column: a COCO-style objects column; each non-crowd object becomes a sample with its own mask.
+        max_samples: keep the first `max_samples` samples (after expanding objects).
+        id_column: column giving sample ids (default: the preset's, else `id` / `image_id` / `name` / ... when
+            unique, else the row index).
+
+    Raises:
+        ValueError: for an unknown preset or split, a missing column (naming it and the available ones), or an
+            empty image folder.
+    """
+    preset_info = _get_preset(preset)
+    if preset_info is not None:
+        source = preset_info.hub_id if source is None else source
+        split = preset_info.default_split if split is None else split
+        if image_column is None:
+            image_column = preset_info.image_column
+        if mask_column is None and annotations_column is None:
+            mask_column, annotations_column = preset_info.mask_column, preset_info.annotations_column
+        id_column = preset_info.id_column if id_column is None else id_column
+    if source is None:
+        raise ValueError("Give a dataset (Hub id, save_to_disk folder or image folder) or a preset.")
+    if max_samples is not None and max_samples <= 0:
+        raise ValueError(f"max_samples must be positive, got {max_samples}.")
+    path = Path(source)
+    if path.is_dir() and (path / "images").is_dir() and (path / "masks").is_dir():
+        dataset = _image_folder_dataset(path, max_samples)
+    else:
+        hf_dataset, split = _load_hf_dataset(str(source), split, path.is_dir() and _is_saved_dataset(path))
+        columns = _resolve_columns(
+            hf_dataset, str(source), split, preset_info, image_column, mask_column, annotations_column, id_column
+        )
+        dataset = _hf_segmentation_dataset(hf_dataset, columns, max_samples)
+        dataset.info.update(split=split)
+    dataset.info.update(source=str(source), preset=preset)
+    return dataset
+
+
+def _get_preset(name: str | None) -> DatasetPreset | None:
+    if name is None:
+        return None
+    try:
+        return PRESETS[name.lower()]
+    except KeyError:
+        raise ValueError(f"Unknown dataset preset {name!r}; available: {', '.join(PRESETS)}.") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Image folders
+
+
+def _image_folder_dataset(root: Path, max_samples: int | None) -> SegmentationDataset:
+    images = _files_by_stem(root / "images")
+    masks = _files_by_stem(root / "masks")
+    if not images:
+        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {root / 'images'}.")
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        warnings.warn(f"{len(orphans)} masks in {root / 'masks'} have no image and are ignored: {orphans[:5]}")
+    ids = sorted(images)[:max_samples]
+
+    def read(index: int) -> dict:
+        sample_id = ids[index]
+        if sample_id not in masks:
+            raise SampleError(sample_id, f"no mask file masks/{sample_id}.* for images/{images[sample_id].name}")
+        image = _open_image(images[sample_id], sample_id, "image")
+        mask = _open_image(masks[sample_id], sample_id, "mask")
+        return _make_sample(sample_id, image, mask)
+
+    info = {"kind": "image_folder", "split": None, "image_column": "images/", "mask_column": "masks/"}
+    info["num_samples"] = len(ids)
+    return SegmentationDataset(ids, read, info)
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for file in sorted(folder.iterdir()):
+        if file.suffix.lower() not in IMAGE_EXTENSIONS or not file.is_file():
+            continue
+        if file.stem in files:
+            raise ValueError(
+                f"Two files with the stem {file.stem!r} in {folder}: {files[file.stem].name}, {file.name}."
+            )
+        files[file.stem] = file
+    return files
+
+
+def _open_image(location: Path | dict | bytes, sample_id: str, role: str) -> Image.Image:
+    """Open and fully decode an image file, `datasets` image dict (`bytes` / `path`) or raw bytes."""
+    try:
+        if isinstance(location, dict):
+            location = location.get("bytes") or location.get("path")
+        if isinstance(location, (bytes, bytearray)):
+            image = Image.open(io.BytesIO(location))
+        elif location is None:
+            raise ValueError("no image data (neither bytes nor path)")
+        else:
+            image = Image.open(location)
+        image.load()  # decode now, so a truncated file fails here and not later
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        raise SampleError(sample_id, f"cannot read the {role}: {type(error).__name__}: {error}") from error
+    return image
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Datasets from the Hub or save_to_disk
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def _load_hf_dataset(source: str, split: str | None, saved: bool):
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(source) if saved else datasets.load_dataset(source, split=split)
+    except ValueError as error:
+        if split is not None and "split" in str(error).lower():
+            raise ValueError(f"Dataset {source} has no split {split!r}: {error}") from error
+        raise
+    except Exception as error:
+        raise RuntimeError(
+            f"Could not load dataset {source!r} ({type(error).__name__}: {error}). Hub ids need network access or "
+            "the datasets cache; local data: a save_to_disk folder, or a folder with images/ and masks/."
+        ) from error
+    if isinstance(loaded, datasets.DatasetDict):
+        names = list(loaded)
+        if split is None:
+            if len(names) != 1:
+                raise ValueError(f"Dataset {source} has splits {names}; choose one with --split.")
+            split = names[0]
+        if split not in loaded:
+            raise ValueError(f"Dataset {source} has no split {split!r}; available splits: {names}.")
+        loaded = loaded[split]
+    return loaded, split
+
+
+@dataclass
+class _Columns:
+    image: str
+    mask: str | None
+    annotations: str | None
+    id: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _resolve_columns(
+    dataset,
+    source: str,
+    split: str | None,
+    preset: DatasetPreset | None,
+    image_column: str | None,
+    mask_column: str | None,
+    annotations_column: str | None,
+    id_column: str | None,
+) -> _Columns:
+    import datasets
+
+    available = list(dataset.column_names)
+    image_column = image_column or "image"
+    if mask_column is not None and annotations_column is not None:
+        raise ValueError("Give either a mask column or an annotations column, not both.")
+    if mask_column is None and annotations_column is None:
+        image_features = [
+            name
+            for name in MASK_COLUMN_CANDIDATES
+            if name in available and name != image_column and isinstance(dataset.features[name], datasets.Image)
+        ]
+        if not image_features:
+            raise ValueError(
+                f"No mask column found in {source} (split {split}); available columns: {available}. Pass "
+                "--mask-column NAME (or --annotations-column for COCO-style objects)."
+            )
+        mask_column = image_features[0]
+    for role, name in (("image", image_column), ("mask", mask_column), ("annotations", annotations_column)):
+        if name is not None and name not in available:
+            origin = f"preset {preset.name!r}{'' if preset.verified else ' (unverified)'} expects" if preset else "the"
+            raise ValueError(
+                f"Column {name!r} ({origin} {role} column) is not in dataset {source} (split {split}); available "
+                f"columns: {available}. Pass --{role}-column NAME (`{role}_column=` in Python) to map it."
+            )
+    if id_column is not None and id_column not in available:
+        raise ValueError(f"Id column {id_column!r} is not in dataset {source}; available columns: {available}.")
+    return _Columns(image_column, mask_column, annotations_column, id_column)
+
+
+def _hf_segmentation_dataset(dataset, columns: _Columns, max_samples: int | None) -> SegmentationDataset:
+    import datasets
+
+    # Decode images ourselves: errors then name the sample, and reading ids or annotations decodes nothing.
+    for name in (columns.image, columns.mask):
+        if name is not None and isinstance(dataset.features[name], datasets.Image):
+            dataset = dataset.cast_column(name, datasets.Image(decode=False))
+    row_ids = _row_ids(dataset, columns)
+    info = {
+        "kind": "datasets",
+        "image_column": columns.image,
+        "mask_column": columns.mask,
+        "annotations_column": columns.annotations,
+        "id_column": columns.id,
+    }
+    if columns.annotations is None:
+        ids = row_ids[:max_samples]
+
+        def read(index: int) -> dict:
+            row = _get_row(dataset, index, ids[index])
+            image = _to_image(row[columns.image], ids[index], "image")
+            return _make_sample(ids[index], image, _to_image(row[columns.mask], ids[index], "mask"))
+
+        info["num_samples"] = len(ids)
+        return SegmentationDataset(ids, read, info)
+
+    objects: list[tuple[int, int]] = []  # (row, object index)
+    ids, excluded_crowd = [], 0
+    for row_index, value in enumerate(dataset[columns.annotations]):
+        for object_index, obj in enumerate(coco_objects(value)):
+            if any(bool(obj.get(key)) for key in CROWD_KEYS):
+                excluded_crowd += 1  # a crowd region is not one object: no prompt describes it
+                continue
+            object_id = next((obj[key] for key in OBJECT_ID_KEYS if obj.get(key) is not None), object_index)
+            objects.append((row_index, object_index))
+            ids.append(f"{row_ids[row_index]}#{object_id}")
+        if max_samples is not None and len(ids) >= max_samples:
+            break
+    objects, ids = objects[:max_samples], ids[:max_samples]
+
+    def read_object(index: int) -> dict:
+        row_index, object_index = objects[index]
+        row = _get_row(dataset, row_index, ids[index])
+        image = _to_image(row[columns.image], ids[index], "image")
+        obj = coco_objects(row[columns.annotations])[object_index]
+        mask = _object_mask(obj, image.height, image.width, ids[index])
+        return _make_sample(ids[index], image, mask)
+
+    info.update(num_samples=len(ids), excluded_crowd_objects=excluded_crowd)
+    return SegmentationDataset(ids, read_object, info)
+
+
+def _get_row(dataset, index: int, sample_id: str) -> dict:
+    try:
+        return dataset[index]
+    except Exception as error:
+        raise SampleError(sample_id, f"cannot read row {index}: {type(error).__name__}: {error}") from error
+
+
+def _row_ids(dataset, columns: _Columns) -> list[str]:
+    """Sample ids per row: the id column, else the first unique candidate column, else the row index."""
+    names = [columns.id] if columns.id else [name for name in ID_COLUMN_CANDIDATES if name in dataset.column_names]
+    for name in names:
+        values = [str(value) for value in dataset[name]]
+        if len(set(values)) == len(values):
+            return values
+        if name == columns.id:
+            raise ValueError(f"Id column {name!r} has duplicate values; ids must be unique.")
+    return [str(index) for index in range(len(dataset))]
+
+
+def _to_image(value: Any, sample_id: str, role: str) -> Image.Image | np.ndarray:
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, (dict, bytes, bytearray, str)):
+        return _open_image(value, sample_id, role)
+    if value is None:
+        raise SampleError(sample_id, f"the {role} is missing (None)")
+    try:
+        return np.asarray(value)
+    except Exception as error:
+        raise SampleError(sample_id, f"cannot read the {role} ({type(value).__name__}): {error}") from error
+
+
+def _make_sample(sample_id: str, image: Image.Image | np.ndarray, mask: Image.Image | np.ndarray) -> dict:
+    rgb = to_rgb(image, sample_id)
+    binary = mask if isinstance(mask, np.ndarray) and mask.dtype == bool else binarize_mask(mask, sample_id)
+    if binary.shape != (rgb.height, rgb.width):
+        raise SampleError(
+            sample_id,
+            f"mask size {binary.shape[0]}x{binary.shape[1]} differs from image size {rgb.height}x{rgb.width} "
+            "(height x width)",
+        )
+    return {"id": sample_id, "image": rgb, "mask": binary}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Image and mask conversion
+
+
+def to_rgb(image: Image.Image | np.ndarray, sample_id: str = "?") -> Image.Image:
+    """An 8-bit RGB PIL image from a PIL image of any mode or an HxW / HxWxC array (see the module docstring)."""
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(_array_to_rgb(image, sample_id, wide_int_is_16bit=False))
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        return _composite_on_black(image.convert("RGBA"))
+    if image.mode.startswith("I") or image.mode == "F":
+        return Image.fromarray(_array_to_rgb(np.asarray(image), sample_id, wide_int_is_16bit=True))
+    return image.convert("RGB")
+
+
+def _composite_on_black(image: Image.Image) -> Image.Image:
+    black = Image.new("RGBA", image.size, (0, 0, 0, 255))
+    return Image.alpha_composite(black, image).convert("RGB")
+
+
+def _array_to_rgb(array: np.ndarray, sample_id: str, wide_int_is_16bit: bool = False) -> np.ndarray:
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels-first arrays
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise SampleError(sample_id, f"cannot read an image array of shape {array.shape}")
+    array = _to_uint8(array, wide_int_is_16bit)
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=-1)
+    if array.shape[-1] == 4:
+        alpha = array[..., 3:].astype(np.uint32)
+        return ((array[..., :3].astype(np.uint32) * alpha + 127) // 255).astype(np.uint8)  # on black, rounded
+    return array
+
+
+def _to_uint8(array: np.ndarray, wide_int_is_16bit: bool) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        scale = 255.0 if array.size and np.nanmax(array) <= 1.0 else 1.0
+        return np.clip(np.rint(np.nan_to_num(array) * scale), 0, 255).astype(np.uint8)
+    is_16bit = wide_int_is_16bit or array.dtype in (np.uint16, np.int16) or (array.size and array.max() > 255)
+    if not is_16bit:
+        return np.clip(array, 0, 255).astype(np.uint8)  # 8-bit values stored in a wider integer array
+    # 16-bit data: I;16 images, uint16 arrays, PIL's 32-bit "I" mode (16-bit PNGs may load as "I"), rounded.
+    return ((np.clip(array.astype(np.int64), 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def binarize_mask(mask: Image.Image | np.ndarray, sample_id: str = "?") -> np.ndarray:
+    """A boolean HxW object mask from a mask image or array (rule in the module docstring)."""
+    if isinstance(mask, Image.Image):
+        if mask.mode == "1":
+            return np.asarray(mask, dtype=bool)
+        if mask.mode == "P":
+            return np.asarray(mask) > 0  # palette indices are labels, not intensities
+        if mask.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr", "HSV", "RGBX"):
+            mask = mask.convert("L")
+        array = np.asarray(mask)
+    else:
+        array = np.asarray(mask)
+        if array.ndim == 3 and array.shape[-1] in (3, 4):
+            array = np.asarray(Image.fromarray(_array_to_rgb(array, sample_id)).convert("L"))
+        elif array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
+            array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:-1])
+    if array.ndim != 2:
+        raise SampleError(sample_id, f"a mask must be one channel (height x width), got shape {array.shape}")
+    if array.dtype == bool:
+        return array.copy()
+    if array.size and array.min() >= 0 and array.max() <= 1 and np.all((array == 0) | (array == 1)):
+        return array == 1  # 0/1 label masks of any type
+    if np.issubdtype(array.dtype, np.floating):
+        return array > (0.5 if array.size and np.nanmax(array) <= 1.0 else 127.5)
+    if array.dtype == np.uint8 or array.dtype == np.int8:
+        return array > 127
+    if (isinstance(mask, Image.Image) and mask.mode.startswith("I")) or array.dtype in (np.uint16, np.int16):
+        return array > 32767
+    return array > (32767 if array.max() > 255 else 127)  # wider integers: 16-bit data if above 8-bit range
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# COCO-style annotations
+
+
+def coco_objects(value: Any) -> list[dict]:
+    """The objects of an annotations value: a list of per-object dicts, or a dict of per-object lists (as `datasets`
+    stores a sequence of structs)."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        lengths = {len(v) for v in value.values() if isinstance(v, (list, tuple, np.ndarray))}
+        if len(lengths) > 1:
+            raise ValueError(f"Annotation lists of different lengths: { {k: len(v) for k, v in value.items()} }")
+        count = lengths.pop() if lengths else 0
+        return [{key: items[i] for key, items in value.items()} for i in range(count)]
+    return [dict(obj) for obj in value]
+
+
+def _object_mask(obj: dict, height: int, width: int, sample_id: str) -> np.ndarray:
+    key = next((key for key in SEGMENTATION_KEYS if obj.get(key) is not None), None)
+    if key is None:
+        raise SampleError(
+            sample_id, f"the object has no segmentation (looked for {SEGMENTATION_KEYS}); keys: {list(obj)}"
+        )
+    segmentation = obj[key]
+    try:
+        if isinstance(segmentation, dict) and "counts" in segmentation:
+            mask = rle_decode(segmentation)
+        elif isinstance(segmentation, (Image.Image, np.ndarray)) and np.ndim(segmentation) == 2:
+            mask = binarize_mask(segmentation, sample_id)
+        else:
+            mask = polygons_to_mask(segmentation, height, width)
+    except SampleError:
+        raise
+    except Exception as error:
+        raise SampleError(sample_id, f"cannot decode the segmentation: {type(error).__name__}: {error}") from error
+    if mask.shape != (height, width):
+        raise SampleError(
+            sample_id, f"segmentation size {mask.shape[0]}x{mask.shape[1]} differs from image size {height}x{width}"
+        )
+    return mask
+
+
+def rle_decode(rle: dict) -> np.ndarray:
+    """Decode a COCO RLE `{"size": [height, width], "counts": ...}`: counts as a list of run lengths (uncompressed)
+    or as COCO's compressed string / bytes. Runs are column-major and start with background."""
+    height, width = (int(side) for side in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, (str, bytes, bytearray)):
+        counts = rle_string_to_counts(counts)
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.sum() != height * width or (counts < 0).any():
+        raise ValueError(f"RLE run lengths sum to {counts.sum()}, expected {height}x{width} = {height * width}")
+    values = np.arange(len(counts)) % 2 == 1
+    return np.repeat(values, counts).reshape(width, height).T
+
+
+def rle_string_to_counts(encoded: str | bytes) -> list[int]:
+    """Run lengths of COCO's compressed RLE string: each count is a variable-length signed number in 5-bit groups
+    (characters offset by 48, bit 0x20 = more groups follow, 0x10 of the last group = sign), and counts after the
+    second are stored as differences from the count two places earlier."""
+    data = encoded.encode("ascii") if isinstance(encoded, str) else bytes(encoded)
+    counts: list[int] = []
+    position = 0
+    while position < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            group = data[position] - 48
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            position += 1
+            shift += 5
+            if not more and group & 0x10:
+                value |= -1 << shift  # negative: sign-extend
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+def polygons_to_mask(polygons: Any, height: int, width: int) -> np.ndarray:
+    """Rasterise COCO polygons (`[[x1, y1, x2, y2, ...], ...]` or one flat list) in pixel coordinates, where pixel
+    (col, row) covers [col, col+1) x [row, row+1): a pixel is inside a polygon when its centre is (even-odd rule;
+    a centre on a left edge is inside, on a right edge outside), and in the object when inside any of its polygons."""
+    polygons = list(polygons)
+    if polygons and np.isscalar(polygons[0]):
+        polygons = [polygons]
+    mask = np.zeros((height, width), dtype=bool)
+    centres_x = np.arange(width) + 0.5
+    for polygon in polygons:
+        vertices = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+        if len(vertices) < 3:
+            continue
+        start, stop = vertices, np.roll(vertices, -1, axis=0)
+        rows = range(max(0, int(np.floor(vertices[:, 1].min()))), min(height, int(np.ceil(vertices[:, 1].max())) + 1))
+        for row in rows:
+            centre_y = row + 0.5
+            # Edges crossing this row's centre line (half-open in y, so a vertex on the line counts once).
+            crossing = (start[:, 1] <= centre_y) != (stop[:, 1] <= centre_y)
+            if not crossing.any():
+                continue
+            a, b = start[crossing], stop[crossing]
+            xs = np.sort(a[:, 0] + (centre_y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1]))
+            mask[row] |= np.searchsorted(xs, centres_x, side="right") % 2 == 1
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Prompts from ground truth
+
+
+def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
+    """A random generator for one sample, independent of process, order and Python's hash seed."""
+    digest = int.from_bytes(hashlib.sha256(sample_id.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng([seed, digest])
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """`(x0, y0, x1, y1)` of the mask's pixels, inclusive pixel indices (as torchvision's `masks_to_boxes`; SAM's
+    prompt encoder adds half a pixel to every coordinate)."""
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    if not rows.any():
+        raise ValueError("empty mask: no box")
+    y0, y1 = np.flatnonzero(rows)[[0, -1]]
+    x0, x1 = np.flatnonzero(cols)[[0, -1]]
+    return np.array([x0, y0, x1, y1], dtype=np.float64)
+
+
+def interior_point(mask: np.ndarray) -> np.ndarray:
+    """`(x, y)` of the mask pixel farthest from the background (maximum of the Euclidean distance transform), the
+    image border counting as background; among ties, the one nearest their mean (first in row-major order if still
+    tied)."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not mask.any():
+        raise ValueError("empty mask: no interior point")
+    distance = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    candidates = np.argwhere(distance == distance.max())
+    # Among equally deep pixels (a rectangle's middle line), the one nearest their mean, so the point is central.
+    row, col = candidates[np.argmin(((candidates - candidates.mean(axis=0)) ** 2).sum(axis=1))]
+    return np.array([col, row], dtype=np.float64)
+
+
+def parse_prompt(prompt: str) -> tuple[str, int]:
+    """`"box"` -> ("box", 0), `"point"` -> ("point", 1), `"points:k"` -> ("points", k); else `ValueError`."""
+    if prompt in ("box", "point"):
+        return prompt, int(prompt == "point")
+    name, _, count = prompt.partition(":")
+    if name == "points" and count.isdigit() and int(count) > 0:
+        return "points", int(count)
+    raise ValueError(f"Unknown prompt {prompt!r}: use box, point or points:k (k a positive integer).")
+
+
+def prompts_from_mask(
+    mask: np.ndarray, prompt: str, rng: np.random.Generator, jitter: float = 0.0, negatives: int = 0
+) -> dict[str, np.ndarray]:
+    """Prompts derived from a ground-truth mask, in pixel coordinates `(x, y)` of the mask's (original) image.
+
+    Args:
+        mask: boolean HxW mask.
+        prompt: `"box"` (the mask's box, see [`mask_box`]), `"point"` (one positive point at the interior-most pixel,
+            see [`interior_point`]) or `"points:k"` (k distinct random positive pixels; all of them if fewer).
+        rng: the random source (e.g. [`sample_rng`]), so prompts are reproducible.
+        jitter: for boxes, each coordinate moves by a normal draw with standard deviation `jitter` times the box
+            width (x) or height (y), then the box is clipped to the image and its corners kept ordered.
+        negatives: number of random background pixels added as negative points (fewer if the background is
+            smaller). Not used with `box`.
+
+    Returns:
+        `{"boxes": (1, 4)}` for boxes, `{"points": (n, 2), "labels": (n,)}` (1 positive, 0 negative) for points.
+
+    Raises:
+        ValueError: for an empty mask or an unknown prompt.
+    """
+    kind, count = parse_prompt(prompt)
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        raise ValueError("empty mask: no prompt can be derived from it")
+    height, width = mask.shape
+    if kind == "box":
+        box = mask_box(mask)
+        if jitter > 0:
+            sides = np.array([box[2] - box[0] + 1, box[3] - box[1] + 1] * 2)
+            box = box + rng.normal(size=4) * jitter * sides
+            box = np.clip(box, 0, [width - 1, height - 1, width - 1, height - 1])
+            box = np.concatenate([np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])])
+        return {"boxes": box[None]}
+    if kind == "point":
+        positives = interior_point(mask)[None]
+    else:
+        positives = _random_pixels(mask, count, rng)
+    points, labels = [positives], [np.ones(len(positives), dtype=np.int64)]
+    if negatives > 0:
+        background = _random_pixels(~mask, negatives, rng)
+        points.append(background)
+        labels.append(np.zeros(len(background), dtype=np.int64))
+    return {"points": np.concatenate(points), "labels": np.concatenate(labels)}
+
+
+def _random_pixels(mask: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` distinct random pixels of `mask` as `(x, y)` rows (all of them, in random order, if fewer)."""
+    flat = np.flatnonzero(mask)
+    chosen = rng.choice(flat, size=min(count, flat.size), replace=False)
+    rows, cols = np.unravel_index(chosen, mask.shape)
+    return np.stack([cols, rows], axis=-1).astype(np.float64)
+
+
+def iter_samples(dataset: SegmentationDataset) -> Iterable[dict | SampleError]:
+    """Every sample of `dataset`, or the [`SampleError`] that replaced it (for scripts that report bad samples)."""
+    for index in range(len(dataset)):
+        try:
+            yield dataset[index]
+        except SampleError as error:
+            yield error
+
+
+__all__ = [
+    "PRESETS",
+    "DatasetPreset",
+    "SampleError",
+    "SegmentationDataset",
+    "binarize_mask",
+    "coco_objects",
+    "interior_point",
+    "iter_samples",
+    "load_segmentation_dataset",
+    "mask_box",
+    "parse_prompt",
+    "polygons_to_mask",
+    "prompts_from_mask",
+    "rle_decode",
+    "rle_string_to_counts",
+    "sample_rng",
+    "to_rgb",
+]

@@ -1,0 +1,326 @@
+"""Dataset loading (image folders, save_to_disk, presets, COCO objects), conversions, bad samples, prompts."""
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from basam_hf.data import (
+    PRESETS,
+    SampleError,
+    binarize_mask,
+    interior_point,
+    load_segmentation_dataset,
+    mask_box,
+    polygons_to_mask,
+    prompts_from_mask,
+    rle_decode,
+    rle_string_to_counts,
+    sample_rng,
+    to_rgb,
+)
+
+
+def _rect_mask(height=40, width=50, box=(10, 5, 30, 20)) -> np.ndarray:
+    """Boolean mask with rows box[0]:box[2] and columns box[1]:box[3] set."""
+    mask = np.zeros((height, width), dtype=bool)
+    mask[box[0] : box[2], box[1] : box[3]] = True
+    return mask
+
+
+def _image(height=40, width=50, seed=0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _write_folder(root, samples: dict) -> None:
+    """samples: stem -> (image, mask image or None)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for stem, (image, mask) in samples.items():
+        image.save(root / "images" / f"{stem}.png")
+        if mask is not None:
+            mask.save(root / "masks" / f"{stem}.png")
+
+
+def _mask_image(mask: np.ndarray) -> Image.Image:
+    return Image.fromarray(mask.astype(np.uint8) * 255)
+
+
+# --- image folders -----------------------------------------------------------------------------------------------
+
+
+def test_image_folder_loads_samples_by_stem(tmp_path):
+    _write_folder(tmp_path, {f"s{i}": (_image(seed=i), _mask_image(_rect_mask())) for i in (2, 0, 1)})
+    dataset = load_segmentation_dataset(tmp_path, max_samples=2)
+    assert dataset.ids == ["s0", "s1"] and len(dataset) == 2
+    sample = dataset[1]
+    assert sample["id"] == "s1" and sample["image"].mode == "RGB" and sample["image"].size == (50, 40)
+    assert sample["mask"].dtype == bool and np.array_equal(sample["mask"], _rect_mask())
+    assert np.array_equal(np.asarray(sample["image"]), np.asarray(_image(seed=1)))
+
+
+def test_bad_samples_raise_errors_naming_them(tmp_path):
+    _write_folder(
+        tmp_path,
+        {
+            "good": (_image(), _mask_image(_rect_mask())),
+            "small_mask": (_image(), _mask_image(_rect_mask(height=30))),
+            "no_mask": (_image(), None),
+            "broken": (_image(), _mask_image(_rect_mask())),
+        },
+    )
+    (tmp_path / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    dataset = load_segmentation_dataset(tmp_path)
+    assert dataset[dataset.ids.index("good")]["mask"].any()
+    expected = {
+        "small_mask": "mask size 30x50 differs from image size 40x50",
+        "no_mask": "no mask file",
+        "broken": "cannot read the image",
+    }
+    for sample_id, message in expected.items():
+        with pytest.raises(SampleError, match=message) as error:
+            dataset[dataset.ids.index(sample_id)]
+        assert error.value.sample_id == sample_id and sample_id in str(error.value)
+
+
+# --- conversions -------------------------------------------------------------------------------------------------
+
+
+def test_images_of_any_mode_become_rgb_uint8():
+    gray = Image.fromarray(np.array([[0, 128], [255, 7]], dtype=np.uint8))
+    assert np.array_equal(np.asarray(to_rgb(gray))[..., 1], np.asarray(gray))
+    rgba = Image.fromarray(
+        np.array([[[200, 100, 50, 0], [200, 100, 50, 255]], [[255, 255, 255, 128], [0, 0, 0, 0]]], dtype=np.uint8)
+    )
+    rgb = np.asarray(to_rgb(rgba))
+    assert rgb[0, 0].tolist() == [0, 0, 0]  # transparent -> black
+    assert rgb[0, 1].tolist() == [200, 100, 50]  # opaque -> unchanged
+    assert rgb[1, 0].tolist() == [128, 128, 128]  # half transparent white on black
+    sixteen = Image.fromarray(np.array([[0, 65535], [32896, 257]], dtype=np.uint16))
+    assert sixteen.mode.startswith("I;16")
+    assert np.asarray(to_rgb(sixteen))[..., 0].tolist() == [[0, 255], [128, 1]]
+    palette = gray.convert("P")
+    assert to_rgb(palette).mode == "RGB"
+    assert np.asarray(to_rgb(np.array([[0.0, 1.0]])))[..., 0].tolist() == [[0, 255]]  # float arrays in [0, 1]
+    assert to_rgb(Image.fromarray(np.ones((2, 2), dtype=bool))).mode == "RGB"
+
+
+def test_mask_binarisation_rule():
+    eight_bit = np.array([[0, 127, 128, 255]], dtype=np.uint8)
+    assert binarize_mask(Image.fromarray(eight_bit)).tolist() == [[False, False, True, True]]
+    labels = np.array([[0, 1, 1, 0]], dtype=np.uint8)  # 0/1 label masks: 1 is the object
+    assert binarize_mask(Image.fromarray(labels)).tolist() == [[False, True, True, False]]
+    sixteen = Image.fromarray(np.array([[0, 32767, 32768, 65535]], dtype=np.uint16))
+    assert binarize_mask(sixteen).tolist() == [[False, False, True, True]]
+    assert binarize_mask(Image.fromarray(eight_bit).convert("1")).tolist() == [[False, False, True, True]]
+    assert binarize_mask(np.array([[0.2, 0.5, 0.7]])).tolist() == [[False, False, True]]
+    palette = Image.fromarray(np.array([[0, 2, 3]], dtype=np.uint8), mode="L").convert("P")
+    assert binarize_mask(palette).tolist() == [[False, True, True]]  # any nonzero palette index
+    rgb = Image.fromarray(np.stack([eight_bit] * 3, axis=-1))
+    assert binarize_mask(rgb).tolist() == [[False, False, True, True]]
+
+
+# --- save_to_disk datasets, columns and presets ------------------------------------------------------------------
+
+
+def _hf_dataset(columns: dict[str, str], count: int = 3, with_objects: bool = False) -> datasets.Dataset:
+    """A dataset with an image column and a mask / label / objects column named as in `columns`."""
+    rows = {columns["image"]: [_image(seed=i) for i in range(count)]}
+    if "mask" in columns:
+        rows[columns["mask"]] = [_mask_image(_rect_mask(box=(5 + i, 5, 25, 30))) for i in range(count)]
+    if "id" in columns:
+        rows[columns["id"]] = [f"ISIC_{i:07d}" for i in range(count)]
+    if with_objects:
+        rows[columns["objects"]] = [
+            {
+                "ids": [10 * i, 10 * i + 1],
+                "iscrowd": [0, 1],
+                "segmentation": [[[5, 5, 20, 5, 20, 15, 5, 15]], [[0, 0, 3, 0, 3, 3]]],
+            }
+            for i in range(count)
+        ]
+    return datasets.Dataset.from_dict(rows)
+
+
+def test_save_to_disk_dataset_and_missing_column_message(tmp_path):
+    _hf_dataset({"image": "picture", "mask": "gt"}).save_to_disk(tmp_path / "saved")
+    dataset = load_segmentation_dataset(tmp_path / "saved", image_column="picture", mask_column="gt")
+    assert dataset.ids == ["0", "1", "2"] and dataset[2]["mask"].sum() == (25 - 7) * 25
+    with pytest.raises(ValueError) as error:
+        load_segmentation_dataset(tmp_path / "saved", mask_column="gt")  # image column defaults to `image`
+    message = str(error.value)
+    assert "'image'" in message and "['picture', 'gt']" in message and "--image-column" in message
+    found = load_segmentation_dataset(tmp_path / "saved", image_column="picture")  # `gt` is a mask candidate
+    assert found.info["mask_column"] == "gt"
+    _hf_dataset({"image": "image", "mask": "seg"}).save_to_disk(tmp_path / "unnamed")
+    with pytest.raises(ValueError, match=r"No mask column found.*\['image', 'seg'\].*--mask-column"):
+        load_segmentation_dataset(tmp_path / "unnamed")
+
+
+def test_dataset_dict_split_selection(tmp_path):
+    splits = datasets.DatasetDict(
+        train=_hf_dataset({"image": "image", "mask": "mask"}), test=_hf_dataset({"image": "image", "mask": "mask"}, 1)
+    )
+    splits.save_to_disk(tmp_path / "splits")
+    assert len(load_segmentation_dataset(tmp_path / "splits", "test")) == 1
+    with pytest.raises(ValueError, match=r"splits \['train', 'test'\]"):
+        load_segmentation_dataset(tmp_path / "splits")
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        load_segmentation_dataset(tmp_path / "splits", "validation")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_load_look_alike_local_datasets(tmp_path, name):
+    preset = PRESETS[name]
+    columns = {"image": preset.image_column}
+    if preset.mask_column:
+        columns["mask"] = preset.mask_column
+    if preset.annotations_column:
+        columns["objects"] = preset.annotations_column
+    if preset.id_column:
+        columns["id"] = preset.id_column
+    look_alike = datasets.DatasetDict({preset.default_split: _hf_dataset(columns, with_objects="objects" in columns)})
+    look_alike.save_to_disk(tmp_path / name)
+    dataset = load_segmentation_dataset(tmp_path / name, preset=name)
+    assert dataset.info["split"] == preset.default_split and len(dataset) == 3
+    sample = dataset[0]
+    assert sample["mask"].any() and sample["mask"].shape == (40, 50)
+    if preset.id_column:
+        assert dataset.ids[0] == "ISIC_0000000"
+    if preset.annotations_column:  # one sample per non-crowd object, named by image and object id
+        assert dataset.ids == ["0#0", "1#10", "2#20"] and dataset.info["excluded_crowd_objects"] == 3
+
+
+def test_preset_with_other_columns_fails_clearly(tmp_path):
+    datasets.DatasetDict(test=_hf_dataset({"image": "img", "mask": "mask"})).save_to_disk(tmp_path / "other")
+    with pytest.raises(ValueError, match=r"preset 'duts' \(unverified\) expects.*'img'.*--image-column"):
+        load_segmentation_dataset(tmp_path / "other", preset="duts")
+    with pytest.raises(ValueError, match="Unknown dataset preset 'nope'"):
+        load_segmentation_dataset(tmp_path / "other", preset="nope")
+
+
+# --- COCO-style annotations --------------------------------------------------------------------------------------
+
+
+def _encode_rle_string(counts: list[int]) -> str:
+    """COCO's compressed RLE string, written from its specification (5-bit groups, deltas after the second)."""
+    chars = []
+    for index, count in enumerate(counts):
+        value = count - counts[index - 2] if index > 2 else count
+        while True:
+            group = value & 0x1F
+            value >>= 5
+            done = (value == 0 and not group & 0x10) or (value == -1 and group & 0x10)
+            chars.append(chr(group + (0 if done else 0x20) + 48))
+            if done:
+                break
+    return "".join(chars)
+
+
+def _counts(mask: np.ndarray) -> list[int]:
+    """Uncompressed column-major RLE counts, starting with background."""
+    flat = mask.T.reshape(-1).astype(np.int8)
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    return np.diff(np.concatenate([[0], changes])).tolist()
+
+
+def test_rle_decoding_uncompressed_and_compressed():
+    mask = np.zeros((6, 7), dtype=bool)
+    mask[1:4, 2:5] = True
+    mask[5, 0] = True
+    mask[0, 6] = True
+    counts = _counts(mask)
+    assert sum(counts) == 42
+    assert np.array_equal(rle_decode({"size": [6, 7], "counts": counts}), mask)
+    encoded = _encode_rle_string(counts)
+    assert rle_string_to_counts(encoded) == counts
+    assert np.array_equal(rle_decode({"size": [6, 7], "counts": encoded.encode()}), mask)
+    assert rle_string_to_counts(_encode_rle_string([3, 100, 2, 5000, 1])) == [
+        3,
+        100,
+        2,
+        5000,
+        1,
+    ]  # large and negative deltas
+    with pytest.raises(ValueError, match="sum to"):
+        rle_decode({"size": [6, 7], "counts": [1, 2]})
+
+
+def test_polygon_rasterisation_by_pixel_centres():
+    # The square from (2, 1) to (6, 4) covers the pixel centres of columns 2..5 and rows 1..3.
+    mask = polygons_to_mask([[2, 1, 6, 1, 6, 4, 2, 4]], height=6, width=8)
+    assert np.array_equal(mask, _rect_mask(6, 8, (1, 2, 4, 6)))
+    assert np.array_equal(polygons_to_mask([2, 1, 6, 1, 6, 4, 2, 4], 6, 8), mask)  # a flat list is one polygon
+    # A triangle: pixel centres strictly below the diagonal from (0, 0) to (4, 4) (centres on it lie on the right
+    # edge, which is exclusive); a second polygon adds to the object.
+    triangle = polygons_to_mask([[0, 0, 4, 4, 0, 4], [6, 0, 8, 0, 8, 1]], 5, 8)
+    expected = np.zeros((5, 8), dtype=bool)
+    for row in range(4):
+        expected[row, :row] = True
+    expected[0, 7] = True  # centre (7.5, 0.5) is inside the second triangle
+    assert np.array_equal(triangle, expected)
+
+
+def test_coco_objects_as_list_of_dicts_with_rle(tmp_path):
+    first, second = _rect_mask(box=(0, 0, 10, 10)), _rect_mask(box=(20, 20, 35, 45))
+    uncompressed = [
+        {"id": 7, "segmentation": {"size": [40, 50], "counts": _counts(first)}, "iscrowd": 0},
+        {"id": 9, "segmentation": {"size": [30, 50], "counts": [1500]}, "iscrowd": 0},  # wrong size
+    ]
+    compressed = [{"id": 8, "segmentation": {"size": [40, 50], "counts": _encode_rle_string(_counts(second))}}]
+    datasets.Dataset.from_dict({"image": [_image()], "annotations": [uncompressed]}).save_to_disk(tmp_path / "a")
+    datasets.Dataset.from_dict({"image": [_image()], "annotations": [compressed]}).save_to_disk(tmp_path / "b")
+    dataset = load_segmentation_dataset(tmp_path / "a", annotations_column="annotations")
+    assert dataset.ids == ["0#7", "0#9"] and np.array_equal(dataset[0]["mask"], first)
+    with pytest.raises(SampleError, match="'0#9'.*segmentation size 30x50 differs"):
+        dataset[1]
+    dataset = load_segmentation_dataset(tmp_path / "b", annotations_column="annotations")
+    assert dataset.ids == ["0#8"] and np.array_equal(dataset[0]["mask"], second)
+
+
+# --- prompts -----------------------------------------------------------------------------------------------------
+
+
+def test_box_and_interior_point():
+    mask = _rect_mask(box=(10, 5, 31, 20))  # rows 10..30, columns 5..19
+    assert mask_box(mask).tolist() == [5, 10, 19, 30]
+    assert prompts_from_mask(mask, "box", sample_rng(0, "a"))["boxes"].tolist() == [[5, 10, 19, 30]]
+    # Interior-most pixel of an L shape: the centre of its thick part, not of its bounding box.
+    shape = np.zeros((30, 30), dtype=bool)
+    shape[2:27, 2:11] = True  # thick vertical bar, 25 x 9
+    shape[22:25, 2:29] = True  # thin horizontal bar
+    x, y = interior_point(shape)
+    assert 5 <= x <= 7 and 6 <= y <= 20 and shape[int(y), int(x)]
+    # The image border counts as background: a full mask's interior point is the image centre.
+    assert interior_point(np.ones((5, 7), dtype=bool)).tolist() == [3, 2]
+
+
+def test_random_points_and_negatives_are_seeded_and_inside():
+    mask = _rect_mask()
+    first = prompts_from_mask(mask, "points:5", sample_rng(3, "img"), negatives=2)
+    again = prompts_from_mask(mask, "points:5", sample_rng(3, "img"), negatives=2)
+    other = prompts_from_mask(mask, "points:5", sample_rng(4, "img"), negatives=2)
+    assert np.array_equal(first["points"], again["points"]) and not np.array_equal(first["points"], other["points"])
+    assert first["labels"].tolist() == [1] * 5 + [0] * 2
+    xs, ys = first["points"][:, 0].astype(int), first["points"][:, 1].astype(int)
+    assert mask[ys[:5], xs[:5]].all() and not mask[ys[5:], xs[5:]].any()
+    assert len({tuple(p) for p in first["points"][:5].tolist()}) == 5  # distinct
+    single = prompts_from_mask(mask, "point", sample_rng(0, "img"))
+    assert single["labels"].tolist() == [1] and mask[int(single["points"][0, 1]), int(single["points"][0, 0])]
+
+
+def test_box_jitter_is_seeded_and_stays_in_the_image():
+    mask = _rect_mask()
+    boxes = [prompts_from_mask(mask, "box", sample_rng(seed, "x"), jitter=0.5)["boxes"][0] for seed in range(20)]
+    assert np.array_equal(boxes[0], prompts_from_mask(mask, "box", sample_rng(0, "x"), jitter=0.5)["boxes"][0])
+    for box in boxes:
+        assert 0 <= box[0] <= box[2] <= 49 and 0 <= box[1] <= box[3] <= 39
+    assert len({tuple(box) for box in map(tuple, boxes)}) == 20
+
+
+def test_prompt_errors():
+    with pytest.raises(ValueError, match="empty mask"):
+        prompts_from_mask(np.zeros((4, 4), dtype=bool), "box", sample_rng(0, "e"))
+    for bad in ("boxes", "points:0", "points:x", "point:2"):
+        with pytest.raises(ValueError, match="Unknown prompt"):
+            prompts_from_mask(_rect_mask(), bad, sample_rng(0, "e"))
