@@ -32,6 +32,72 @@ def _convert_sam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+
+    from .evaluation import evaluate, markdown_table
+
+    accelerator = Accelerator(cpu=args.cpu)
+    try:
+        summary = evaluate(
+            args.model,
+            args.dataset,
+            split=args.split,
+            preset=args.preset,
+            image_column=args.image_column,
+            mask_column=args.mask_column,
+            annotations_column=args.annotations_column,
+            sizes=args.sizes,
+            prompt=args.prompt,
+            protocol=args.protocol,
+            compare_sam=args.compare_sam,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            output_dir=args.output,
+            seed=args.seed,
+            jitter=args.jitter,
+            negatives=args.negatives,
+            accelerator=accelerator,
+        )
+    except (OSError, ValueError) as error:  # bad model / dataset / column / size: the message says which
+        print(f"basam-hf evaluate: error: {error}", file=sys.stderr)
+        return 1
+    if accelerator.is_main_process:
+        print(markdown_table(summary), end="")
+        print(f"Per-sample records, summary.json, summary.md and metrics_vs_size.png are in {args.output}")
+    return 0
+
+
+def add_evaluate_command(commands) -> None:
+    """The `evaluate` subcommand (arguments of `basam_hf.evaluation.evaluate`)."""
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a model on a segmentation dataset at several input sizes (runs under accelerate launch)",
+        description="Zero-shot evaluation with prompts from the ground truth. Runs plainly or under `accelerate "
+        "launch --num_processes N` (samples are sharded, each counted once). Reruns with the same --output resume "
+        "from its samples.jsonl.",
+    )
+    evaluate.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
+    evaluate.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")
+    evaluate.add_argument("--split", default=None, help="dataset split (default: the preset's, or the only one)")
+    evaluate.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k isic2016 isic2018 coco2017")
+    evaluate.add_argument("--image-column", default=None)
+    evaluate.add_argument("--mask-column", default=None)
+    evaluate.add_argument("--annotations-column", default=None, help="COCO-style objects column")
+    evaluate.add_argument("--prompt", default=None, help="box (default) | point | points:k")
+    evaluate.add_argument("--sizes", type=int, nargs="+", default=None, help="input sizes (default: the model's)")
+    evaluate.add_argument("--protocol", choices=("standard", "official"), default="standard")
+    evaluate.add_argument("--compare-sam", action="store_true", help="also evaluate the same weights with BA off")
+    evaluate.add_argument("--max-samples", type=int, default=None)
+    evaluate.add_argument("--batch-size", type=int, default=1, help="images per forward pass and process")
+    evaluate.add_argument("--output", default="basam-hf-evaluation", help="output folder (default: %(default)s)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the prompts (per sample, process-independent)")
+    evaluate.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
+    evaluate.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
+    evaluate.add_argument("--cpu", action="store_true", help="run on CPU even if an accelerator is available")
+    evaluate.set_defaults(func=_evaluate)
+
+
 def add_ba_options(parser: argparse.ArgumentParser) -> None:
     """`--bias-mode`, `--attention-scaling`, ... (defaults: the model's own settings)."""
     from .configuration_basam import BA_CHOICES
@@ -50,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the BA-SAM settings of a model's config")
     info.add_argument("model", help="repo id, folder, or `default` (the package defaults)")
     info.set_defaults(func=_info)
+    add_evaluate_command(commands)
     convert = commands.add_parser("convert-sam", help="turn a SAM checkpoint into BA-SAM (safetensors + code files)")
     convert.add_argument("source", help="SAM repo id (e.g. facebook/sam-vit-base) or folder")
     convert.add_argument("output", help="output folder")

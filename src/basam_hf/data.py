@@ -190,6 +190,12 @@ def load_segmentation_dataset(
             empty image folder.
     """
     preset_info = _get_preset(preset)
+    explicit_columns = {
+        "--image-column": image_column,
+        "--mask-column": mask_column,
+        "--annotations-column": annotations_column,
+        "--id-column": id_column,
+    }
     if preset_info is not None:
         source = preset_info.hub_id if source is None else source
         split = preset_info.default_split if split is None else split
@@ -204,6 +210,11 @@ def load_segmentation_dataset(
         raise ValueError(f"max_samples must be positive, got {max_samples}.")
     path = Path(source)
     if path.is_dir() and (path / "images").is_dir() and (path / "masks").is_dir():
+        given = [option for option, value in explicit_columns.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"{source} is an image folder (images/ + masks/, ids from file stems): {given} do not apply."
+            )
         dataset = _image_folder_dataset(path, max_samples)
     else:
         hf_dataset, split = _load_hf_dataset(str(source), split, path.is_dir() and _is_saved_dataset(path))

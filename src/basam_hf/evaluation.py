@@ -1,0 +1,593 @@
+"""Zero-shot evaluation of BA-SAM (and of the same weights with BA off) at several input sizes, with `accelerate`.
+
+One loop ([`evaluate`]): for each model variant and input size, the samples not yet in the output's JSONL are sharded
+over the processes, predicted in batches, gathered with `gather_for_metrics` (so the duplicates that pad the last
+batches are dropped and every sample counts once) and appended to the JSONL by the main process. A rerun skips what
+the JSONL already holds for the same run key, then writes the summary JSON, a Markdown table and a plot.
+
+Protocols:
+- `standard`: the model's processor resizes the longest edge to the size and pads (aspect preserved); prompts from the
+  ground truth mapped to the input; sigmoid probabilities brought back to the original image size; the metrics of
+  [`basam_hf.metrics.segmentation_metrics`]. A single `point` uses SAM's multimask output and keeps the mask with the
+  highest predicted IoU (SAM's way of resolving an ambiguous click); boxes and several points give one mask.
+- `official`: mirrors the official BA-SAM evaluation (`function.py` / `utils.py` / `dataset.py`): image squashed to
+  size x size (bilinear), ImageNet normalisation (the processor's mean / std), one random positive click among the
+  mask pixels that stay 255 after resizing the 0/255 mask to size x size (PIL's default bicubic), one mask
+  (`multimask_output=False`), low-resolution logits resized to 256 x 256 (bicubic, antialiased) when they differ,
+  the ground truth resized to 256 x 256 (bilinear, soft), thresholds 0.1 ... 0.9 on the raw logits and on the soft
+  ground truth, IoU / Dice / MAE averaged over thresholds ([`basam_hf.metrics.official_metrics`]). Two deliberate
+  differences: the click is seeded per sample (the official one is unseeded), and it is passed as (x, y) = (column,
+  row) (the official code passes (row, column) as (x, y), i.e. transposed).
+
+Skipped samples (unreadable image, mask of another size, empty mask, image too small, ...) are recorded with their
+reason, counted in the summary and not retried on resume.
+"""
+
+import json
+import math
+import os
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .data import (
+    SampleError,
+    SegmentationDataset,
+    load_segmentation_dataset,
+    parse_prompt,
+    prompts_from_mask,
+    sample_rng,
+)
+from .hub import resolve_model
+from .metrics import (
+    LOWER_IS_BETTER,
+    OFFICIAL_METRICS,
+    STANDARD_METRICS,
+    mean_metrics,
+    official_metrics,
+    segmentation_metrics,
+)
+
+PROTOCOLS = ("standard", "official")
+OFFICIAL_OUT_SIZE = 256
+OFFICIAL_PROMPT = "click"
+RECORDS_FILE = "samples.jsonl"
+SUMMARY_FILE = "summary.json"
+TABLE_FILE = "summary.md"
+PLOT_FILE = "metrics_vs_size.png"
+VARIANT_LABELS = {"ba": "BA-SAM", "sam": "SAM (same weights, BA off)"}
+BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models
+
+
+def load_model(name: str | os.PathLike):
+    """A `BaSamModel` in eval mode from a repo id, a folder, or `default` (see [`basam_hf.hub.resolve_model`])."""
+    from .modeling_basam import BaSamModel
+
+    return BaSamModel.from_pretrained(resolve_model(name)).eval()
+
+
+def sam_variant(model):
+    """The same weights with BA switched off (`bias_mode="none"`, `attention_scaling="none"`): a new `BaSamModel`
+    built from the model's config with those two fields, loading the model's state dict. BaSamModel with BA off
+    computes exactly what `SamModel` computes, so this is SAM's behaviour with these weights; BA parameters
+    (`coefficient`, `slopes`) have no place in it and are dropped."""
+    from .configuration_basam import BaSamConfig
+    from .conversion import is_ba_parameter
+    from .modeling_basam import BaSamModel
+
+    config_dict = model.config.to_dict()
+    config_dict["vision_config"].update(BA_OFF)
+    config = BaSamConfig.from_dict(config_dict)
+    config._attn_implementation = model.config._attn_implementation
+    sam = BaSamModel(config)
+    missing, unexpected = sam.load_state_dict(model.state_dict(), strict=False)
+    unexpected = [key for key in unexpected if not is_ba_parameter(key)]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"BA-off copy does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}."
+        )
+    return sam.to(device=model.device, dtype=model.dtype).eval()
+
+
+def load_processor(name: str | os.PathLike | None, model):
+    """The processor saved with the model (its normalisation settings) if there is a `BaSamProcessor` to load,
+    else [`basam_hf.processor_for_model`]."""
+    from .processing_basam import BaSamProcessor, processor_for_model
+
+    if name is not None:
+        try:
+            processor = BaSamProcessor.from_pretrained(resolve_model(name))
+            if processor.image_processor.patch_size == model.config.vision_config.patch_size:
+                return processor
+        except Exception:  # no processor files, another processor type, offline Hub: fall back to the defaults
+            pass
+    return processor_for_model(model)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Prediction of one batch
+
+
+def _skip(sample_id: str, reason: str) -> dict:
+    return {"id": sample_id, "status": "skipped", "reason": reason}
+
+
+def _ok(sample_id: str, metrics: dict, prompt: dict) -> dict:
+    return {"id": sample_id, "status": "ok", "metrics": metrics, "prompt": prompt}
+
+
+def _jsonable(prompt: dict[str, np.ndarray]) -> dict:
+    return {key: np.asarray(value).tolist() for key, value in prompt.items()}
+
+
+@torch.no_grad()
+def predict_standard(
+    model, processor, samples: Sequence[dict], size: int, prompt: str, seed: int, jitter: float, negatives: int
+) -> list[dict]:
+    """Records (metrics or skip reason) for loaded samples under the standard protocol, in order."""
+    records: dict[str, dict] = {}
+    ready = []
+    for sample in samples:
+        try:
+            prompts = prompts_from_mask(sample["mask"], prompt, sample_rng(seed, sample["id"]), jitter, negatives)
+        except ValueError as error:
+            records[sample["id"]] = _skip(sample["id"], str(error))
+            continue
+        ready.append((sample, prompts))
+    if ready:
+        try:
+            records.update(_predict_standard_batch(model, processor, ready, size, prompt))
+        except ValueError:
+            # One bad sample (e.g. an image smaller than a patch) must not cost the batch: retry one by one.
+            for sample, prompts in ready:
+                try:
+                    records.update(_predict_standard_batch(model, processor, [(sample, prompts)], size, prompt))
+                except ValueError as error:
+                    records[sample["id"]] = _skip(sample["id"], f"cannot be processed at size {size}: {error}")
+    return [records[sample["id"]] for sample in samples]
+
+
+def _predict_standard_batch(model, processor, ready, size: int, prompt: str) -> dict[str, dict]:
+    kind, _ = parse_prompt(prompt)
+    images = [sample["image"] for sample, _ in ready]
+    prompt_kwargs = {}
+    if kind == "box":
+        prompt_kwargs["input_boxes"] = [prompts["boxes"].tolist() for _, prompts in ready]
+    else:
+        prompt_kwargs["input_points"] = [[prompts["points"].tolist()] for _, prompts in ready]
+        prompt_kwargs["input_labels"] = [[prompts["labels"].tolist()] for _, prompts in ready]
+    inputs = processor(images=images, size=size, return_tensors="pt", **prompt_kwargs)
+    multimask = kind == "point"
+    device = model.device
+    outputs = model(
+        pixel_values=inputs["pixel_values"].to(device, model.dtype),
+        input_boxes=inputs["input_boxes"].to(device, model.dtype) if "input_boxes" in inputs else None,
+        input_points=inputs["input_points"].to(device, model.dtype) if "input_points" in inputs else None,
+        input_labels=inputs["input_labels"].to(device) if "input_labels" in inputs else None,
+        multimask_output=multimask,
+    )
+    pred_masks = outputs.pred_masks[:, 0].float().cpu()  # (batch, masks, h, w): one prompt per image
+    if multimask:
+        best = outputs.iou_scores[:, 0].float().cpu().argmax(dim=-1)
+        pred_masks = pred_masks[torch.arange(len(best)), best][:, None]
+    logits = processor.image_processor.post_process_masks(
+        pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"], binarize=False
+    )
+    records = {}
+    for (sample, prompts), sample_logits in zip(ready, logits):
+        prob = torch.sigmoid(sample_logits[0]).numpy()
+        records[sample["id"]] = _ok(sample["id"], segmentation_metrics(prob, sample["mask"]), _jsonable(prompts))
+    return records
+
+
+def official_click(mask: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray | None:
+    """`(x, y)` in the size x size input of a random pixel that is 255 in the 0/255 mask resized (PIL bicubic) to
+    size x size, as the official code draws its click (there with axes swapped, unseeded). Falls back to pixels
+    above 127 when no pixel stays 255 (thin objects); `None` when the object vanishes."""
+    resized = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BICUBIC))
+    candidates = np.argwhere(resized == 255)
+    if len(candidates) == 0:
+        candidates = np.argwhere(resized > 127)
+    if len(candidates) == 0:
+        return None
+    row, col = candidates[rng.integers(len(candidates))]
+    return np.array([col, row], dtype=np.float64)
+
+
+@torch.no_grad()
+def predict_official(model, processor, samples: Sequence[dict], size: int, seed: int) -> list[dict]:
+    """Records for loaded samples under the official protocol (see the module docstring), in order."""
+    records: dict[str, dict] = {}
+    ready = []
+    for sample in samples:
+        if not sample["mask"].any():
+            records[sample["id"]] = _skip(sample["id"], "empty mask: no prompt can be derived from it")
+            continue
+        click = official_click(sample["mask"], size, sample_rng(seed, sample["id"]))
+        if click is None:
+            records[sample["id"]] = _skip(sample["id"], f"the object vanishes when the mask is resized to {size}")
+            continue
+        ready.append((sample, click))
+    if ready:
+        mean = torch.tensor(processor.image_processor.image_mean).view(3, 1, 1)
+        std = torch.tensor(processor.image_processor.image_std).view(3, 1, 1)
+        pixels = []
+        for sample, _ in ready:
+            squashed = np.asarray(sample["image"].resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+            pixels.append((torch.from_numpy(squashed).permute(2, 0, 1) - mean) / std)
+        device = model.device
+        points = torch.tensor(np.stack([click for _, click in ready]))[:, None, None]
+        outputs = model(
+            pixel_values=torch.stack(pixels).to(device, model.dtype),
+            input_points=points.to(device, model.dtype),
+            input_labels=torch.ones(len(ready), 1, 1, dtype=torch.long, device=device),
+            multimask_output=False,
+        )
+        logits = outputs.pred_masks[:, 0].float().cpu()  # (batch, 1, h, w)
+        if tuple(logits.shape[-2:]) != (OFFICIAL_OUT_SIZE, OFFICIAL_OUT_SIZE):
+            out_size = (OFFICIAL_OUT_SIZE, OFFICIAL_OUT_SIZE)
+            logits = F.interpolate(logits, out_size, mode="bicubic", align_corners=False, antialias=True)
+        for (sample, click), sample_logits in zip(ready, logits):
+            gt = Image.fromarray(sample["mask"].astype(np.uint8) * 255)
+            gt_soft = np.asarray(gt.resize((OFFICIAL_OUT_SIZE,) * 2, Image.BILINEAR), dtype=np.float64) / 255.0
+            metrics = official_metrics(sample_logits[0].numpy(), gt_soft)
+            records[sample["id"]] = _ok(sample["id"], metrics, {"points": [click.tolist()], "labels": [1]})
+    return [records[sample["id"]] for sample in samples]
+
+
+class _SafeSamples(torch.utils.data.Dataset):
+    """Samples of a [`SegmentationDataset`], with a [`SampleError`] turned into a skip record (so a bad sample does
+    not stop the data loader)."""
+
+    def __init__(self, dataset: SegmentationDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            return self.dataset[index]
+        except SampleError as error:
+            return _skip(self.dataset.ids[index], error.reason)
+
+
+def _collate(samples: list[dict]) -> list[dict]:
+    return samples  # PIL images and masks of different sizes: the processor batches them
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _run_key(fields: dict) -> str:
+    return json.dumps(fields, sort_keys=True)
+
+
+def read_records(path: Path) -> dict[str, dict[str, dict]]:
+    """Records of a JSONL file grouped by run key, then by sample id (the last record of an id wins). A truncated
+    last line (a killed run) is ignored."""
+    grouped: dict[str, dict[str, dict]] = {}
+    if not path.is_file():
+        return grouped
+    with path.open(encoding="utf-8") as file:
+        for line in file:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            grouped.setdefault(_run_key(record["run"]), {})[record["id"]] = record
+    return grouped
+
+
+def evaluate(
+    model: Any,
+    dataset: SegmentationDataset | str | os.PathLike,
+    *,
+    sizes: Sequence[int] | None = None,
+    prompt: str | None = None,
+    protocol: str = "standard",
+    compare_sam: bool = False,
+    batch_size: int = 1,
+    max_samples: int | None = None,
+    output_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    accelerator=None,
+    split: str | None = None,
+    preset: str | None = None,
+    image_column: str | None = None,
+    mask_column: str | None = None,
+    annotations_column: str | None = None,
+    jitter: float = 0.0,
+    negatives: int = 0,
+    on_records: Callable[[list[dict]], None] | None = None,
+) -> dict:
+    """Evaluate a model on a segmentation dataset at several input sizes; returns the summary (on every process).
+
+    Args:
+        model: a `BaSamModel`, or a Hub repo id, a folder, or `default` (the package's embedded model).
+        dataset: a [`SegmentationDataset`] or a source for [`load_segmentation_dataset`] (with `split`, `preset` and
+            the column arguments).
+        sizes: input sizes (longest edge for `standard`, square side for `official`); default the model's size.
+        prompt: `box` | `point` | `points:k` (default `box`) for `standard`; `official` always uses its click.
+        protocol: `standard` or `official` (module docstring).
+        compare_sam: also evaluate the same weights with BA off (see [`sam_variant`]).
+        batch_size: images per forward pass and process.
+        max_samples: evaluate the first `max_samples` samples.
+        output_dir: where `samples.jsonl` (per-sample records, appended and flushed per batch; reruns resume from
+            it), `summary.json`, `summary.md` and `metrics_vs_size.png` go. Without it nothing is written and
+            nothing resumes.
+        seed: prompts are drawn from a generator seeded by (seed, sample id), identical in any process layout.
+        accelerator: an `accelerate.Accelerator` (default: a new one, configured by `accelerate launch`).
+        jitter, negatives: see [`basam_hf.data.prompts_from_mask`].
+        on_records: called on every process with each batch's gathered new records (progress reporting, tests).
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {protocol!r}; use one of {PROTOCOLS}.")
+    if protocol == "official":
+        if prompt not in (None, "point", OFFICIAL_PROMPT) or jitter or negatives:
+            raise ValueError("The official protocol uses its own single random positive click; leave prompt unset.")
+        prompt = OFFICIAL_PROMPT
+    else:
+        prompt = prompt or "box"
+        parse_prompt(prompt)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    accelerator = accelerator or Accelerator()
+
+    model_name = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None) or "model"
+    model_name = str(model_name)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    model = model.to(accelerator.device).eval()  # inference only: no DDP wrapper needed, every process has the weights
+    processor = load_processor(model_name if model_name != "model" else None, model)
+    patch_size = model.config.vision_config.patch_size
+    sizes = list(sizes or [model.config.vision_config.image_size])
+    for size in sizes:
+        if size <= 0 or (protocol == "official" and size % patch_size):
+            raise ValueError(f"Size {size} is not valid for the {protocol} protocol (patch size {patch_size}).")
+
+    if not isinstance(dataset, SegmentationDataset):
+        dataset = load_segmentation_dataset(
+            dataset,
+            split,
+            preset=preset,
+            image_column=image_column,
+            mask_column=mask_column,
+            annotations_column=annotations_column,
+            max_samples=max_samples,
+        )
+    elif max_samples is not None:
+        dataset = dataset.subset(range(min(max_samples, len(dataset))))
+    dataset_name = str(dataset.info.get("source"))
+    split = dataset.info.get("split")
+
+    output_path = Path(output_dir) if output_dir is not None else None
+    records_path = output_path / RECORDS_FILE if output_path is not None else None
+    if output_path is not None and accelerator.is_main_process:
+        output_path.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()  # the main process may still be writing an earlier run's records
+    previous = read_records(records_path) if records_path is not None else {}
+
+    variants = [("ba", model)] + ([("sam", sam_variant(model))] if compare_sam else [])
+    results = []
+    for variant, variant_model in variants:
+        for size in sizes:
+            run = {
+                "model": model_name,
+                "variant": variant,
+                "dataset": dataset_name,
+                "split": split,
+                "size": size,
+                "prompt": prompt,
+                "protocol": protocol,
+                "seed": seed,
+                "jitter": jitter,
+                "negatives": negatives,
+            }
+            done = dict(previous.get(_run_key(run), {}))
+            remaining = [index for index, sample_id in enumerate(dataset.ids) if sample_id not in done]
+            if remaining:
+                loader = torch.utils.data.DataLoader(
+                    _SafeSamples(dataset.subset(remaining)), batch_size=batch_size, collate_fn=_collate
+                )
+                loader = accelerator.prepare(loader)
+                label = f"{VARIANT_LABELS[variant]} @ {size}"
+                for batch in tqdm(loader, desc=label, disable=not accelerator.is_local_main_process):
+                    loaded = [sample for sample in batch if "status" not in sample]
+                    if protocol == "official":
+                        predicted = predict_official(variant_model, processor, loaded, size, seed)
+                    else:
+                        predicted = predict_standard(
+                            variant_model, processor, loaded, size, prompt, seed, jitter, negatives
+                        )
+                    by_id = {record["id"]: record for record in predicted}
+                    batch_records = [by_id.get(sample["id"], sample) for sample in batch]
+                    batch_records = [{"run": run, **record} for record in batch_records]
+                    gathered = accelerator.gather_for_metrics(batch_records, use_gather_object=True)
+                    if records_path is not None and accelerator.is_main_process:
+                        _append_records(records_path, gathered)
+                    for record in gathered:
+                        done[record["id"]] = record
+                    if on_records is not None:
+                        on_records(gathered)
+            results.append(_result(run, dataset.ids, done))
+
+    summary = build_summary(
+        results,
+        model=model_name,
+        dataset=dataset_name,
+        split=split,
+        prompt=prompt,
+        protocol=protocol,
+        sizes=sizes,
+        seed=seed,
+        jitter=jitter,
+        negatives=negatives,
+        dataset_info=dataset.info,
+    )
+    if output_path is not None and accelerator.is_main_process:
+        write_reports(summary, output_path)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _append_records(path: Path, records: list[dict]) -> None:
+    with path.open("a", encoding="utf-8") as file:
+        for record in records:
+            file.write(json.dumps(record, sort_keys=True) + "\n")
+        file.flush()
+        os.fsync(file.fileno())  # a killed run keeps every finished batch
+
+
+def _result(run: dict, ids: Sequence[str], done: dict[str, dict]) -> dict:
+    """One (variant, size) row: means over evaluated samples of this dataset, counts and skip reasons."""
+    missing = [sample_id for sample_id in ids if sample_id not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} samples were not evaluated (e.g. {missing[:3]}); this is a bug.")
+    records = [done[sample_id] for sample_id in sorted(ids)]
+    evaluated = [record for record in records if record["status"] == "ok"]
+    skipped = [{"id": record["id"], "reason": record["reason"]} for record in records if record["status"] != "ok"]
+    return {
+        "model": VARIANT_LABELS[run["variant"]],
+        "variant": run["variant"],
+        "size": run["size"],
+        "metrics": mean_metrics(record["metrics"] for record in evaluated),
+        "counts": {"samples": len(records), "evaluated": len(evaluated), "skipped": len(skipped)},
+        "skipped": skipped,
+    }
+
+
+def package_versions() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import transformers
+
+    from . import __version__
+
+    return {
+        "basam_hf": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def build_summary(results: list[dict], **fields) -> dict:
+    """The summary JSON content: run settings, one result per (variant, size), dataset info and versions."""
+    info = {key: value for key, value in fields.pop("dataset_info").items() if key not in ("source", "split")}
+    metric_names = list(OFFICIAL_METRICS if fields["protocol"] == "official" else STANDARD_METRICS)
+    return {
+        **fields,
+        "metric_names": metric_names,
+        "results": results,
+        "dataset_info": info,
+        "versions": package_versions(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def _split_text(summary: dict) -> str:
+    return f" (split {summary['split']})" if summary.get("split") else ""
+
+
+def markdown_table(summary: dict) -> str:
+    """A Markdown table of the summary: one row per (model, size), one column per metric."""
+    names = summary["metric_names"]
+    arrows = [f"{name} {'↓' if name in LOWER_IS_BETTER else '↑'}" for name in names]
+    lines = [
+        f"Model `{summary['model']}` on `{summary['dataset']}`{_split_text(summary)}, prompt `{summary['prompt']}`, "
+        f"protocol `{summary['protocol']}`, seed {summary['seed']}.",
+        "",
+        "| model | size | evaluated | skipped | " + " | ".join(arrows) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(names),
+    ]
+    for result in summary["results"]:
+        values = [f"{result['metrics'][name]:.4f}" if name in result["metrics"] else "–" for name in names]
+        counts = result["counts"]
+        lines.append(
+            f"| {result['model']} | {result['size']} | {counts['evaluated']} | {counts['skipped']} | "
+            + " | ".join(values)
+            + " |"
+        )
+    skipped = {(item["id"], item["reason"]) for result in summary["results"] for item in result["skipped"]}
+    if skipped:
+        lines += ["", "Skipped samples:", ""] + [f"- `{sample_id}`: {reason}" for sample_id, reason in sorted(skipped)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_metrics(summary: dict, path: Path) -> None:
+    """A PNG with one panel per metric: the metric against the input size, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write files only
+    import matplotlib.pyplot as plt
+
+    names = summary["metric_names"]
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    models = list(dict.fromkeys(result["model"] for result in summary["results"]))
+    for axis, name in zip(axes.flat, names):
+        for model in models:
+            points = sorted(
+                (result["size"], result["metrics"][name])
+                for result in summary["results"]
+                if result["model"] == model and name in result["metrics"]
+            )
+            if points:
+                axis.plot(*zip(*points), marker="o", label=model)
+        axis.set_title(f"{name} ({'lower' if name in LOWER_IS_BETTER else 'higher'} is better)", fontsize=10)
+        axis.set_xlabel("input size (px)")
+        axis.set_xticks(sorted({result["size"] for result in summary["results"]}))
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(names) :]:
+        axis.set_visible(False)
+    axes.flat[0].legend(fontsize=8)
+    figure.suptitle(f"{summary['dataset']}{_split_text(summary)}, prompt {summary['prompt']}, {summary['protocol']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_reports(summary: dict, output_dir: Path) -> None:
+    """`summary.json`, `summary.md` and `metrics_vs_size.png` in `output_dir`."""
+    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (output_dir / TABLE_FILE).write_text(markdown_table(summary), encoding="utf-8")
+    plot_metrics(summary, output_dir / PLOT_FILE)
+
+
+__all__ = [
+    "PROTOCOLS",
+    "build_summary",
+    "evaluate",
+    "load_model",
+    "load_processor",
+    "markdown_table",
+    "official_click",
+    "plot_metrics",
+    "predict_official",
+    "predict_standard",
+    "read_records",
+    "sam_variant",
+    "write_reports",
+]
