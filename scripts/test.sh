@@ -10,6 +10,8 @@ python3 -m venv "$VENV"
 # The pinned CPU build first, so that no dependency pulls a CUDA build of torch.
 pip install -q torch==2.13.0
 pip install -q -e ".[dev]"
+# transformers' generic model tests (not in its wheel) for tests/test_modeling_common_basam.py
+python scripts/fetch_transformers_tests.py
 set +e
 python -m pytest "$@"
 rc=$?
