@@ -32,6 +32,30 @@ def _convert_sam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_official(args: argparse.Namespace) -> int:
+    from .conversion import convert_official_checkpoint
+
+    try:
+        model = convert_official_checkpoint(
+            args.checkpoint,
+            args.output,
+            image_size=args.image_size,
+            num_attention_heads=args.num_attention_heads,
+            drop_rel_pos=args.drop_rel_pos,
+            attention_scaling=args.attention_scaling,
+        )
+    except (OSError, ValueError) as error:  # unreadable / unsafe / mismatched checkpoint: the message says which
+        print(f"basam-hf convert-official: error: {error}", file=sys.stderr)
+        return 1
+    vision = model.config.vision_config
+    print(
+        f"Saved BA-SAM to {args.output}: {vision.num_hidden_layers} layers, hidden size {vision.hidden_size}, "
+        f"{vision.num_attention_heads} heads, global layers {vision.global_attn_indexes}, "
+        f"{json.dumps(vision.ba_settings())}"
+    )
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
@@ -122,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output", help="output folder")
     add_ba_options(convert)
     convert.set_defaults(func=_convert_sam)
+    official = commands.add_parser(
+        "convert-official",
+        help="turn a checkpoint of the official BA-SAM code into a BA-SAM folder",
+        description="Convert a checkpoint of the official BA-SAM code (.pth or .safetensors). A .pth is read with "
+        "torch.load(weights_only=True) only: basam-hf never unpickles arbitrary code. Dimensions, global layers "
+        "and the build size are inferred from the weights; every key must be used.",
+    )
+    official.add_argument("checkpoint", help="official BA-SAM checkpoint file")
+    official.add_argument("output", help="output folder")
+    official.add_argument("--image-size", type=int, default=None, help="build input size (default: inferred)")
+    official.add_argument("--attention-scaling", choices=("official", "log_length", "none"), default="official")
+    official.add_argument("--num-attention-heads", type=int, default=None, help="default: inferred")
+    official.add_argument(
+        "--drop-rel-pos",
+        action="store_true",
+        help="drop the rel-pos tables as the official evaluation script does: the rel-pos bias is then zero and the "
+        "coefficient has no effect",
+    )
+    official.set_defaults(func=_convert_official)
     return parser
 
 

@@ -1,7 +1,15 @@
-"""Turning checkpoints into BA-SAM: any transformers SAM checkpoint (and, later, official BA-SAM checkpoints)."""
+"""Turning checkpoints into BA-SAM: any transformers SAM checkpoint, and checkpoints of the official BA-SAM code."""
 
 import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
 
+import torch
+
+from .bias import attention_scale_factor
+from .configuration_basam import BaSamConfig
 from .modeling_basam import BaSamModel
 from .processing_basam import processor_for_model
 
@@ -40,22 +48,306 @@ def convert_sam_to_basam(
             f"missing {not_loaded[:10]}, unexpected {unexpected[:10]}, mismatched shapes {mismatched[:10]}."
         )
     if output_dir is not None:
-        model.save_pretrained(output_dir)
-        _save_processor(source, output_dir, model)
+        _save_converted(model, output_dir, **_source_processor_settings(source))
     return model
 
 
-def _save_processor(source: str | os.PathLike, output_dir: str | os.PathLike, model: BaSamModel) -> None:
-    """Save a [`BaSamProcessor`] next to the converted weights, so pipelines work on the output folder at any input
-    size and without torchvision (SAM's processors need it for mask generation). The source's normalisation settings
-    are carried over when it has an image processor."""
+def _save_converted(model: BaSamModel, output_dir: str | os.PathLike, **processor_settings) -> None:
+    """Save the model (safetensors, config with `auto_map`, code files) and a [`BaSamProcessor`] next to it, so
+    pipelines work on the output folder at any input size and without torchvision (SAM's processors need it for mask
+    generation)."""
+    model.save_pretrained(output_dir)
+    processor_for_model(model, **processor_settings).save_pretrained(output_dir)
+
+
+def _source_processor_settings(source: str | os.PathLike) -> dict:
+    """The normalisation settings of the source's image processor; none (SAM's defaults) for a bare weights folder."""
     from transformers import AutoImageProcessor
 
     try:
         source_processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError, TypeError):
-        source_processor = None  # a bare weights folder: SAM's defaults
+        return {}
     keys = ("image_mean", "image_std", "rescale_factor", "resample", "do_convert_rgb")
     settings = {key: getattr(source_processor, key, None) for key in keys}
-    settings = {key: value for key, value in settings.items() if value is not None}
-    processor_for_model(model, **settings).save_pretrained(output_dir)
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+# Checkpoints of the official BA-SAM code (github.com/zongzi13545329/BA-SAM): segment-anything's key layout, whose
+# image encoder has a `coefficient` in every block.
+OFFICIAL_PRETRAIN_IMAGE_SIZE = 1024  # the official scale rule is relative to 1024 px (4096 tokens) at any build size
+SAM_VIT_HEADS = {768: 12, 1024: 16, 1280: 16}  # ViT-B/L/H by hidden size, when no rel-pos table gives the head size
+SAM_VIT_GLOBAL_LAYERS = {12: [2, 5, 8, 11], 24: [5, 11, 17, 23], 32: [7, 15, 23, 31]}  # by depth
+SAM_WINDOW_SIZE = 14
+
+
+def _renamed_entries(module: str, names: dict[str, str]) -> tuple:
+    """Rule renaming the entries `{module}.{i}.` of an `nn.Sequential` / `nn.ModuleList` to `{names[i]}.`."""
+    return rf"\.{module}\.(\d+)\.", lambda match: f".{names[match[1]]}." if match[1] in names else match[0]
+
+
+# (pattern, replacement), each applied once, in order, to every official key; the result is the transformers key.
+OFFICIAL_KEY_RULES = (
+    (r"^image_encoder\.", "vision_encoder."),
+    (r"\.patch_embed\.proj\.", ".patch_embed.projection."),
+    (r"\.blocks\.", ".layers."),
+    (r"\.norm(\d)\.", r".layer_norm\1."),  # image encoder norm1/2; mask decoder transformer norm1..4
+    _renamed_entries("neck", {"0": "neck.conv1", "1": "neck.layer_norm1", "2": "neck.conv2", "3": "neck.layer_norm2"}),
+    (r"\.pe_layer\.positional_encoding_gaussian_matrix$", ".shared_embedding.positional_embedding"),
+    (r"\.point_embeddings\.", ".point_embed."),
+    _renamed_entries(
+        "mask_downscaling",
+        {
+            "0": "mask_embed.conv1",
+            "1": "mask_embed.layer_norm1",
+            "3": "mask_embed.conv2",
+            "4": "mask_embed.layer_norm2",
+            "6": "mask_embed.conv3",
+        },
+    ),
+    (r"\.norm_final_attn\.", ".layer_norm_final_attn."),
+    _renamed_entries("output_upscaling", {"0": "upscale_conv1", "1": "upscale_layer_norm", "3": "upscale_conv2"}),
+    # SAM's 3-layer MLP heads: layers.0/1/2 -> proj_in/layers.0/proj_out
+    (
+        r"(iou_prediction_head|output_hypernetworks_mlps\.\d+)\.layers\.([0-2])\.",
+        lambda match: f"{match[1]}.{('proj_in', 'layers.0', 'proj_out')[int(match[2])]}.",
+    ),
+)
+
+
+def official_to_hf_key(key: str) -> str:
+    """The transformers (BA-SAM) name of an official / segment-anything state-dict key."""
+    for pattern, replacement in OFFICIAL_KEY_RULES:
+        key = re.sub(pattern, replacement, key, count=1)
+    return key
+
+
+def load_official_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file: `.safetensors`, or a pickle (`.pth`, ...) read with
+    `torch.load(path, map_location="cpu", weights_only=True)` only, so no code from the file ever runs.
+
+    A state dict wrapped in a dict under `"state_dict"` or `"model"` (as the official training script saves it, next
+    to `epoch`, `optimizer`, ...) is unwrapped, and DataParallel's `module.` prefixes are removed.
+
+    Raises:
+        ValueError: if the pickle needs arbitrary code (not a plain state dict), or the file is corrupt or truncated.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint file at {path}.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            content = load_file(path)
+        else:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = (str(error).partition("WeightsUnpickler error:")[2].strip().splitlines() or [""])[0]
+        if "GLOBAL" not in reason and "add_safe_globals" not in reason:  # e.g. "Unsupported operand": not a pickle
+            raise ValueError(f"{path} is corrupt or truncated ({reason or error}).") from error
+        raise ValueError(
+            f"{path} is not a plain state dict: unpickling it needs arbitrary code ({reason.split('. ')[0]}). "
+            "basam-hf loads checkpoints with torch.load(weights_only=True) and will not unpickle arbitrary code. "
+            "If you trust the file, save its tensors as a plain state dict yourself, e.g. "
+            "torch.save(torch.load(path, weights_only=False)['state_dict'], 'plain.pth')."
+        ) from error
+    except Exception as error:  # torch and safetensors raise many types for damaged files
+        raise ValueError(f"{path} is corrupt or truncated ({type(error).__name__}: {error}).") from error
+    if isinstance(content, Mapping):
+        wrapped = [content[key] for key in ("state_dict", "model") if isinstance(content.get(key), Mapping)]
+        content = wrapped[0] if wrapped else content
+    if not isinstance(content, Mapping) or not content:
+        raise ValueError(f"{path} holds no state dict (a mapping of parameter names to tensors).")
+    not_tensors = sorted(str(key) for key, value in content.items() if not isinstance(value, torch.Tensor))
+    if not_tensors:
+        raise ValueError(f"{path} is not a state dict: these entries are not tensors: {_listing(not_tensors)}.")
+    return {key.removeprefix("module."): value for key, value in content.items()}
+
+
+def official_config(
+    weights: Mapping[str, torch.Tensor],
+    image_size: int | None = None,
+    num_attention_heads: int | None = None,
+    global_attn_indexes: list[int] | None = None,
+    drop_rel_pos: bool = False,
+    attention_scaling: str = "official",
+) -> BaSamConfig:
+    """The [`BaSamConfig`] of an official BA-SAM state dict: image-encoder dimensions from the weights, a coefficient
+    in every layer, SAM's prompt encoder and mask decoder. See [`convert_official_checkpoint`] for the arguments."""
+    encoder = "image_encoder."
+    required = [f"{encoder}{name}.weight" for name in ("patch_embed.proj", "blocks.0.mlp.lin1", "neck.0")]
+    if any(key not in weights for key in required):
+        raise ValueError(
+            "Not a checkpoint of the official BA-SAM code (segment-anything key layout): it lacks some of "
+            f"{required}. Its first keys are {_listing(sorted(weights), 5)}."
+        )
+    patch_embed = weights[required[0]]
+    hidden_size, num_channels, patch_size = patch_embed.shape[0], patch_embed.shape[1], patch_embed.shape[-1]
+    depth = 1 + max(int(match[1]) for key in weights if (match := re.match(rf"{encoder}blocks\.(\d+)\.", key)))
+    tables = {i: weights.get(f"{encoder}blocks.{i}.attn.rel_pos_h") for i in range(depth)}
+    tables = {i: table for i, table in tables.items() if table is not None}
+    rows = {i: table.shape[0] for i, table in tables.items()}
+
+    # Global layers have rel-pos tables of 2 * grid - 1 rows, windowed ones 2 * window - 1.
+    if global_attn_indexes is None:
+        if len(set(rows.values())) == 2:
+            global_attn_indexes = [i for i in rows if rows[i] == max(rows.values())]
+        elif depth in SAM_VIT_GLOBAL_LAYERS:
+            global_attn_indexes = SAM_VIT_GLOBAL_LAYERS[depth]
+        else:
+            raise ValueError(
+                f"Cannot tell the global-attention layers of this {depth}-layer encoder: pass global_attn_indexes."
+            )
+    windowed_rows = {rows[i] for i in rows if i not in global_attn_indexes}
+    window_size = (windowed_rows.pop() + 1) // 2 if len(windowed_rows) == 1 else SAM_WINDOW_SIZE
+
+    # The input size the official model was built at, where the weights tell it.
+    pos_embed = weights.get(f"{encoder}pos_embed")
+    global_rows = [rows[i] for i in rows if i in global_attn_indexes]
+    built_grid = pos_embed.shape[1] if pos_embed is not None else (max(global_rows) + 1) // 2 if global_rows else None
+    built_size = built_grid * patch_size if built_grid else None
+    if image_size is None:
+        image_size = built_size or OFFICIAL_PRETRAIN_IMAGE_SIZE
+    elif built_size and image_size != built_size and (pos_embed is not None or (global_rows and not drop_rel_pos)):
+        raise ValueError(
+            f"image_size={image_size} does not match the checkpoint, whose position tables were built for "
+            f"{built_size}px inputs. Leave image_size unset (it is inferred); the model runs at any input size anyway."
+        )
+    if attention_scaling == "official":  # fail now, not at the first forward, below the pretraining size
+        grid, pretrain_grid = image_size // patch_size, OFFICIAL_PRETRAIN_IMAGE_SIZE // patch_size
+        attention_scale_factor("official", (grid, grid), (pretrain_grid, pretrain_grid), patch_size)
+
+    if num_attention_heads is None:
+        head_dims = {table.shape[1] for table in tables.values()}
+        num_attention_heads = hidden_size // head_dims.pop() if len(head_dims) == 1 else SAM_VIT_HEADS.get(hidden_size)
+        if num_attention_heads is None:
+            raise ValueError(
+                f"Cannot tell the number of attention heads of hidden size {hidden_size}: pass num_attention_heads."
+            )
+    vision_config = {
+        "hidden_size": hidden_size,
+        "num_hidden_layers": depth,
+        "num_attention_heads": num_attention_heads,
+        "mlp_dim": weights[f"{encoder}blocks.0.mlp.lin1.weight"].shape[0],
+        "output_channels": weights[f"{encoder}neck.0.weight"].shape[0],
+        "num_channels": num_channels,
+        "patch_size": patch_size,
+        "image_size": image_size,
+        "qkv_bias": f"{encoder}blocks.0.attn.qkv.bias" in weights,
+        "use_abs_pos": pos_embed is not None,
+        "use_rel_pos": True,
+        "window_size": window_size,
+        "global_attn_indexes": list(global_attn_indexes),
+        "layer_norm_eps": 1e-6,
+        "bias_mode": "coefficient",
+        "bias_layers": "all",
+        "attention_scaling": attention_scaling,
+        "pretrain_image_size": OFFICIAL_PRETRAIN_IMAGE_SIZE,
+    }
+    return BaSamConfig(
+        vision_config=vision_config, prompt_encoder_config={"image_size": image_size, "patch_size": patch_size}
+    )
+
+
+def convert_official_checkpoint(
+    checkpoint: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    image_size: int | None = None,
+    num_attention_heads: int | None = None,
+    global_attn_indexes: list[int] | None = None,
+    drop_rel_pos: bool = False,
+    attention_scaling: str = "official",
+) -> BaSamModel:
+    """Convert a checkpoint of the official BA-SAM code (github.com/zongzi13545329/BA-SAM) to a [`BaSamModel`].
+
+    The result has `bias_mode="coefficient"` and `bias_layers="all"` (the official encoder has a learnable coefficient
+    on the rel-pos bias of every block) and, by default, `attention_scaling="official"` (its floor rule
+    `image_size // 1024`, relative to 1024 px). Every key of the checkpoint must be used and every weight of the
+    model must come from it, else a `ValueError` lists the offending keys. The official code computes its scale from
+    the size it was built at, the converted model from the size of each input: the two agree at the build size.
+
+    The file is read with `torch.load(path, map_location="cpu", weights_only=True)` only (or as `.safetensors`):
+    basam-hf never unpickles arbitrary code. See [`load_official_state_dict`] for the accepted layouts.
+
+    Args:
+        checkpoint: path of the `.pth` / `.safetensors` file.
+        output_dir: if given, save the model there (safetensors, config with `auto_map`, code files) with a
+            `BaSamProcessor`.
+        image_size: input size the official model was built at (its `--image_size`); inferred from the global
+            rel-pos tables (or `pos_embed`), else 1024. The converted model runs at any size regardless.
+        num_attention_heads: inferred from the rel-pos tables (whose width is the head size), else from SAM's
+            ViT-B/L/H table by hidden size.
+        global_attn_indexes: inferred from the rel-pos table sizes, else SAM's ViT-B/L/H layers by depth.
+        drop_rel_pos: mirror the official evaluation script (`val.py`), which drops the `rel_pos` tables of its own
+            checkpoints before loading them (non-strictly): the tables stay zero, so the rel-pos bias is zero and the
+            coefficient has no effect. Without it, the tables are loaded as the training script does.
+        attention_scaling: `"official"`, or `"log_length"` (defined at every size, also below 1024) or `"none"`.
+
+    Raises:
+        ValueError: unreadable, non-plain or corrupt file; unused, missing or mismatched keys;
+            `attention_scaling="official"` below 1024 px.
+    """
+    weights = load_official_state_dict(checkpoint)
+    # Sam's normalisation buffers, if saved: the processor's mean and std (on 0-255 pixels in segment-anything).
+    buffers = {"image_mean": "pixel_mean", "image_std": "pixel_std"}
+    processor_settings = {
+        setting: (weights.pop(name).flatten() / 255).tolist() for setting, name in buffers.items() if name in weights
+    }
+    config = official_config(
+        weights, image_size, num_attention_heads, global_attn_indexes, drop_rel_pos, attention_scaling
+    )
+    if drop_rel_pos:
+        weights = {key: value for key, value in weights.items() if "rel_pos" not in key}
+    model = BaSamModel(config).eval()
+    _load_official_weights(model, weights, checkpoint, drop_rel_pos)
+    if output_dir is not None:
+        _save_converted(model, output_dir, **processor_settings)
+    return model
+
+
+def _load_official_weights(model: BaSamModel, weights: dict, source, drop_rel_pos: bool) -> None:
+    expected = model.state_dict()
+    state, unused = {}, []
+    for key, value in weights.items():
+        name = official_to_hf_key(key)
+        if name in expected and name not in state:
+            state[name] = value
+        else:
+            unused.append(key)
+    unused.sort()
+    # SAM's single random-feature matrix serves both the prompt encoder and the image-wide positional embedding.
+    if "prompt_encoder.shared_embedding.positional_embedding" in state:
+        state["shared_image_embedding.positional_embedding"] = state[
+            "prompt_encoder.shared_embedding.positional_embedding"
+        ]
+    missing = sorted(name for name in expected if name not in state and not (drop_rel_pos and ".rel_pos_" in name))
+    mismatched = sorted(
+        f"{name} {tuple(value.shape)} (model: {tuple(expected[name].shape)})"
+        for name, value in state.items()
+        if value.shape != expected[name].shape
+    )
+    if unused or missing or mismatched:
+        problems = [
+            f"{label} ({len(keys)}): {_listing(keys)}"
+            for label, keys in (
+                ("checkpoint keys with no place in the model", unused),
+                ("model weights (transformers names) missing from the checkpoint", missing),
+                ("shape mismatches", mismatched),
+            )
+            if keys
+        ]
+        raise ValueError(f"{source} does not match the BA-SAM model inferred from it.\n" + "\n".join(problems))
+    with torch.no_grad():
+        model.load_state_dict(state, strict=False)
+        if drop_rel_pos:
+            for name, parameter in model.named_parameters():
+                if ".rel_pos_" in name:
+                    parameter.zero_()
+
+
+def _listing(keys: list[str], limit: int = 20) -> str:
+    """`keys` as a comma-separated list, cut after `limit` entries."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... and {len(keys) - limit} more" if len(keys) > limit else "")
