@@ -169,6 +169,12 @@ def test_dataset_dict_split_selection(tmp_path):
         load_segmentation_dataset(tmp_path / "splits", "validation")
 
 
+def test_unreachable_hub_dataset_fails_clearly():
+    # The tests run with HF_HUB_OFFLINE=1 (conftest), as a user without network would.
+    with pytest.raises(OSError, match="Could not load dataset 'nobody/no-such-dataset'.*save_to_disk folder"):
+        load_segmentation_dataset("nobody/no-such-dataset", "test")
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_load_look_alike_local_datasets(tmp_path, name):
     preset = PRESETS[name]

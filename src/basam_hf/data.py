@@ -311,7 +311,7 @@ def _load_hf_dataset(source: str, split: str | None, saved: bool):
             raise ValueError(f"Dataset {source} has no split {split!r}: {error}") from error
         raise
     except Exception as error:
-        raise RuntimeError(
+        raise OSError(
             f"Could not load dataset {source!r} ({type(error).__name__}: {error}). Hub ids need network access or "
             "the datasets cache; local data: a save_to_disk folder, or a folder with images/ and masks/."
         ) from error

@@ -245,6 +245,23 @@ def predict_official(model, processor, samples: Sequence[dict], size: int, seed:
     return [records[sample["id"]] for sample in samples]
 
 
+def _predictor(model, processor, run: dict) -> Callable[[list[dict]], list[dict]]:
+    """A function from a batch (loaded samples and skip records) to one record per sample, in order."""
+
+    def predict(batch: list[dict]) -> list[dict]:
+        loaded = [sample for sample in batch if "status" not in sample]  # the rest are skip records already
+        if run["protocol"] == "official":
+            predicted = predict_official(model, processor, loaded, run["size"], run["seed"])
+        else:
+            predicted = predict_standard(
+                model, processor, loaded, run["size"], run["prompt"], run["seed"], run["jitter"], run["negatives"]
+            )
+        by_id = {record["id"]: record for record in predicted}
+        return [by_id.get(sample["id"], sample) for sample in batch]
+
+    return predict
+
+
 class _SafeSamples(torch.utils.data.Dataset):
     """Samples of a [`SegmentationDataset`], with a [`SampleError`] turned into a skip record (so a bad sample does
     not stop the data loader)."""
@@ -401,29 +418,21 @@ def evaluate(
             done = dict(previous.get(_run_key(run), {}))
             remaining = [index for index, sample_id in enumerate(dataset.ids) if sample_id not in done]
             if remaining:
+                predict = _predictor(variant_model, processor, run)
                 loader = torch.utils.data.DataLoader(
                     _SafeSamples(dataset.subset(remaining)), batch_size=batch_size, collate_fn=_collate
                 )
                 loader = accelerator.prepare(loader)
                 label = f"{VARIANT_LABELS[variant]} @ {size}"
                 for batch in tqdm(loader, desc=label, disable=not accelerator.is_local_main_process):
-                    loaded = [sample for sample in batch if "status" not in sample]
-                    if protocol == "official":
-                        predicted = predict_official(variant_model, processor, loaded, size, seed)
-                    else:
-                        predicted = predict_standard(
-                            variant_model, processor, loaded, size, prompt, seed, jitter, negatives
-                        )
-                    by_id = {record["id"]: record for record in predicted}
-                    batch_records = [by_id.get(sample["id"], sample) for sample in batch]
-                    batch_records = [{"run": run, **record} for record in batch_records]
-                    gathered = accelerator.gather_for_metrics(batch_records, use_gather_object=True)
+                    records = [{"run": run, **record} for record in predict(batch)]
+                    # Every process gets all records of this step; duplicates padding the last batches are dropped.
+                    records = accelerator.gather_for_metrics(records, use_gather_object=True)
                     if records_path is not None and accelerator.is_main_process:
-                        _append_records(records_path, gathered)
-                    for record in gathered:
-                        done[record["id"]] = record
+                        _append_records(records_path, records)
+                    done.update((record["id"], record) for record in records)
                     if on_records is not None:
-                        on_records(gathered)
+                        on_records(records)
             results.append(_result(run, dataset.ids, done))
 
     summary = build_summary(
