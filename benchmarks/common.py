@@ -4,6 +4,7 @@ Linux only (reads /proc). Imports torch lazily where it can, so that the parent 
 small and its children's peak RSS is their own.
 """
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -150,7 +151,14 @@ def git_state() -> dict:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    return {"commit": run("rev-parse", "HEAD"), "modeling_dirty": bool(run("status", "--porcelain", "src"))}
+    attention_files = ["src/basam_hf/modeling_basam.py", "src/basam_hf/bias.py"]
+    digest = hashlib.sha256(b"".join((REPO_ROOT / f).read_bytes() for f in attention_files)).hexdigest()
+    return {
+        "commit": run("rev-parse", "HEAD"),
+        # The measured code: others may be editing it, so record whether it differs from the commit.
+        "attention_code_modified": bool(run("status", "--porcelain", *attention_files)),
+        "attention_code_sha256": digest[:16],
+    }
 
 
 def machine_description() -> dict:
