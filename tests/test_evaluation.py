@@ -82,7 +82,17 @@ def test_two_processes_give_the_single_process_results(tiny_model_dir, image_fol
     args = ["evaluate", "--model", tiny_model_dir, "--dataset", str(image_folder), "--sizes", "64", "96"]
     args += ["--prompt", "point", "--batch-size", "2", "--seed", "5"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
-    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "--main_process_port", str(_free_port())]
+    # `--multi_gpu` starts the processes with torchrun; on a machine without GPUs they run on CPU (gloo). (With
+    # `--cpu`, accelerate launch starts one process only, unless MPI is set up.)
+    launch += [
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     two = tmp_path / "two"
     completed = subprocess.run(
@@ -93,6 +103,7 @@ def test_two_processes_give_the_single_process_results(tiny_model_dir, image_fol
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Evaluated with 2 process(es)" in completed.stdout
     assert completed.stdout.count("| BA-SAM | 64 |") == 1  # only the main process prints
 
     one = tmp_path / "one"

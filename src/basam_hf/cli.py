@@ -57,11 +57,9 @@ def _convert_official(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from accelerate import Accelerator
+    from .evaluation import evaluate, make_accelerator, markdown_table
 
-    from .evaluation import evaluate, markdown_table
-
-    accelerator = Accelerator(cpu=args.cpu)
+    accelerator = make_accelerator(cpu=args.cpu)
     try:
         summary = evaluate(
             args.model,
@@ -88,6 +86,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 1
     if accelerator.is_main_process:
         print(markdown_table(summary), end="")
+        print(f"Evaluated with {accelerator.num_processes} process(es) on {accelerator.device}.")
         print(f"Per-sample records, summary.json, summary.md and metrics_vs_size.png are in {args.output}")
     return 0
 
@@ -97,9 +96,10 @@ def add_evaluate_command(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate a model on a segmentation dataset at several input sizes (runs under accelerate launch)",
-        description="Zero-shot evaluation with prompts from the ground truth. Runs plainly or under `accelerate "
-        "launch --num_processes N` (samples are sharded, each counted once). Reruns with the same --output resume "
-        "from its samples.jsonl.",
+        description="Zero-shot evaluation with prompts from the ground truth. Runs plainly or with several processes "
+        "(`accelerate launch --multi_gpu --num_processes N -m basam_hf.cli evaluate ...`, also on CPU-only machines, "
+        "or torchrun): samples are sharded and each counted once. Reruns with the same --output resume from its "
+        "samples.jsonl.",
     )
     evaluate.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
     evaluate.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")

@@ -69,6 +69,17 @@ BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
 # Models
 
 
+def make_accelerator(cpu: bool = False):
+    """An `Accelerator`, on CPU when asked or when the processes were started by a distributed launcher (torchrun,
+    `accelerate launch --multi_gpu`) on a machine without an accelerator device: accelerate only sets up multi-process
+    CPU (gloo) when told `cpu=True`, and would otherwise run each process alone on the whole dataset."""
+    from accelerate import Accelerator
+
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return Accelerator(cpu=cpu or (launched and not has_device))
+
+
 def load_model(name: str | os.PathLike):
     """A `BaSamModel` in eval mode from a repo id, a folder, or `default` (see [`basam_hf.hub.resolve_model`])."""
     from .modeling_basam import BaSamModel
@@ -345,11 +356,10 @@ def evaluate(
             it), `summary.json`, `summary.md` and `metrics_vs_size.png` go. Without it nothing is written and
             nothing resumes.
         seed: prompts are drawn from a generator seeded by (seed, sample id), identical in any process layout.
-        accelerator: an `accelerate.Accelerator` (default: a new one, configured by `accelerate launch`).
+        accelerator: an `accelerate.Accelerator` (default: [`make_accelerator`], configured by the launcher).
         jitter, negatives: see [`basam_hf.data.prompts_from_mask`].
         on_records: called on every process with each batch's gathered new records (progress reporting, tests).
     """
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     if protocol not in PROTOCOLS:
@@ -363,7 +373,7 @@ def evaluate(
         parse_prompt(prompt)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    accelerator = accelerator or Accelerator()
+    accelerator = accelerator or make_accelerator()
 
     model_name = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None) or "model"
     model_name = str(model_name)
@@ -590,6 +600,7 @@ __all__ = [
     "build_summary",
     "evaluate",
     "load_model",
+    "make_accelerator",
     "load_processor",
     "markdown_table",
     "official_click",
