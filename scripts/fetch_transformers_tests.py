@@ -74,8 +74,19 @@ def fetch(cache_dir: Path, version: str, force: bool = False) -> Path:
     if force or not archive.is_file():
         sdist_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             f"transformers=={version}", "-d", str(sdist_dir)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"transformers=={version}",
+                "-d",
+                str(sdist_dir),
+            ],
             check=True,
         )
     package.mkdir(parents=True, exist_ok=True)
@@ -83,7 +94,9 @@ def fetch(cache_dir: Path, version: str, force: bool = False) -> Path:
         for relative in EXTRACTED:
             member = tar.extractfile(f"transformers-{version}/{relative}")
             (package / Path(relative).name).write_bytes(member.read())
-    (package / "__init__.py").write_text(f'"""transformers {version} generic tests, fetched by {Path(__file__).name}."""\n')
+    (package / "__init__.py").write_text(
+        f'"""transformers {version} generic tests, fetched by {Path(__file__).name}."""\n'
+    )
     for relative, text in STUBS.items():
         (package / relative).parent.mkdir(parents=True, exist_ok=True)
         (package / relative).write_text(text)
