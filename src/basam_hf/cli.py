@@ -133,6 +133,46 @@ def add_ba_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coefficient-init", type=float, default=None)
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    try:
+        result = push_to_hub(
+            args.folder,
+            args.repo_id,
+            private=args.private,
+            commit_message=args.commit_message,
+            dry_run=args.dry_run,
+        )
+    except (OSError, ValueError) as error:  # folder that would not load for others, offline, Hub errors
+        print(f"basam-hf push: error: {error}", file=sys.stderr)
+        return 1
+    verb = "Would upload" if result.dry_run else "Uploaded"
+    print(f"{verb} {len(result.files)} files to {result.repo_id}:")
+    for name in result.files:
+        note = " (generated model card)" if result.generated_card and name == "README.md" else ""
+        print(f"  {name}{note}")
+    if result.commit_url:
+        print(result.commit_url)
+    return 0
+
+
+def add_push_command(commands) -> None:
+    """The `push` subcommand (arguments of `basam_hf.hub.push_to_hub`)."""
+    push = commands.add_parser(
+        "push",
+        help="upload a saved BA-SAM folder to the Hub",
+        description="Upload weights, config, processor config, code files and model card. Refuses a folder that "
+        "would not load for others (no auto_map in config.json, or missing code files).",
+    )
+    push.add_argument("folder", help="a saved BA-SAM folder (e.g. a fine-tuning run's best/ or final/)")
+    push.add_argument("repo_id", help="Hub model repo, created if missing")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--commit-message", default="Upload BA-SAM model with basam-hf")
+    push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
+    push.set_defaults(func=_push)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basam-hf", description="BA-SAM for Hugging Face transformers.")
     parser.add_argument("--version", action="version", version=f"basam-hf {__version__}")
@@ -141,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="repo id, folder, or `default` (the package defaults)")
     info.set_defaults(func=_info)
     add_evaluate_command(commands)
+    add_push_command(commands)
     convert = commands.add_parser("convert-sam", help="turn a SAM checkpoint into BA-SAM (safetensors + code files)")
     convert.add_argument("source", help="SAM repo id (e.g. facebook/sam-vit-base) or folder")
     convert.add_argument("output", help="output folder")

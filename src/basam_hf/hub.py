@@ -1,7 +1,19 @@
-"""Where models come from: repo ids, local folders, and `default`, the BA-SAM model embedded in the package."""
+"""Where models come from and where they go: repo ids, local folders and `default` (the BA-SAM model embedded in the
+package); model cards rendered from the package's template; pushing a model folder to the Hub.
 
+A pushed folder must load for people without basam-hf: [`push_to_hub`] refuses a folder whose `config.json` has no
+`auto_map`, or that lacks `configuration_basam.py`, `modeling_basam.py` or a module they (or the processor's
+`auto_map`) import, and it uploads exactly the files [`files_to_upload`] lists.
+"""
+
+import ast
+import glob
+import json
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # The embedded default model (safetensors + config + processor files) ships in the package's `default/` folder.
 DEFAULT_MODEL_NAME = "default"
@@ -26,4 +38,367 @@ def resolve_model(name: str | os.PathLike) -> str:
     return str(DEFAULT_MODEL_DIR)
 
 
-__all__ = ["DEFAULT_MODEL_DIR", "DEFAULT_MODEL_NAME", "resolve_model"]
+# ---------------------------------------------------------------------------------------------------------------------
+# Model cards
+
+# The canonical template is `model_cards/basam_model_card.md` at the repository root; this packaged copy (package data)
+# is what installed code renders, and tests/test_hub.py checks that the two are identical.
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "basam_model_card.md"
+MODEL_CARD_FILE = "README.md"
+DEFAULT_LICENSE = "apache-2.0"
+DEFAULT_TAGS = ("ba-sam", "sam", "segment-anything", "mask-generation", "image-segmentation", "vision")
+# Metrics where a lower value is better (kept here, not imported from metrics, so hub stays light to import).
+_LOWER_IS_BETTER = frozenset({"mae", "official_mae"})
+
+
+def is_local_path(name: str | os.PathLike | None) -> bool:
+    """Whether `name` names an existing local file or folder (so it is not a Hub repo id for the card's metadata)."""
+    return name is not None and Path(name).expanduser().exists()
+
+
+def hub_id_or_none(name: str | os.PathLike | None) -> str | None:
+    """`name` if it can be a Hub repo id (not a local path, not `default`), else `None`."""
+    if name is None or is_local_path(name) or str(name) == DEFAULT_MODEL_NAME:
+        return None
+    return str(name)
+
+
+def evaluation_results(summary: Mapping[str, Any], dataset_id: str | None = None) -> list:
+    """`EvalResult`s (the card's `model-index`) for the BA-SAM rows of an evaluation summary
+    ([`basam_hf.evaluation.evaluate`]): one per metric and input size."""
+    from huggingface_hub import EvalResult
+
+    source = str(summary.get("dataset"))
+    # A local folder is named by its last component: its full path means nothing on the Hub.
+    dataset_name = Path(source).name if is_local_path(source) else source
+    dataset_type = dataset_id or dataset_name
+    results = []
+    for row in summary.get("results", []):
+        if row.get("variant", "ba") != "ba":
+            continue
+        for metric in summary.get("metric_names", []):
+            if metric not in row.get("metrics", {}):
+                continue
+            results.append(
+                EvalResult(
+                    task_type="mask-generation",
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_split=summary.get("split"),
+                    metric_type=metric,
+                    metric_value=round(float(row["metrics"][metric]), 6),
+                    metric_name=f"{metric} @ {row['size']} px, {summary.get('prompt')} prompt, "
+                    f"{summary.get('protocol')} protocol",
+                )
+            )
+    return results
+
+
+def _evaluation_table(summary: Mapping[str, Any]) -> dict:
+    """The template's view of an evaluation summary: a description line, metric headers and formatted rows."""
+    names = list(summary.get("metric_names", []))
+    rows = []
+    for row in summary.get("results", []):
+        counts = row.get("counts", {})
+        values = [f"{row['metrics'][name]:.4f}" if name in row.get("metrics", {}) else "–" for name in names]
+        rows.append(
+            {
+                "model": row.get("model", "BA-SAM"),
+                "size": row.get("size"),
+                "evaluated": counts.get("evaluated", ""),
+                "skipped": counts.get("skipped", ""),
+                "cells": values,
+            }
+        )
+    split = f" (split `{summary['split']}`)" if summary.get("split") else ""
+    source = str(summary.get("dataset"))
+    description = (
+        f"On `{Path(source).name if is_local_path(source) else source}`{split}, prompt `{summary.get('prompt')}`, protocol "
+        f"`{summary.get('protocol')}`, seed {summary.get('seed')}."
+    )
+    headers = [f"{name} {'↓' if name in _LOWER_IS_BETTER else '↑'}" for name in names]
+    return {"description": description, "metric_names": headers, "rows": rows}
+
+
+def render_model_card(
+    config: Any,
+    *,
+    model_name: str,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    datasets: Sequence[str] = (),
+    training: Mapping[str, Any] | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    evaluation_dataset_id: str | None = None,
+    license: str = DEFAULT_LICENSE,
+    license_text: str | None = None,
+    tags: Sequence[str] = DEFAULT_TAGS,
+):
+    """A `huggingface_hub.ModelCard` for a BA-SAM model, rendered from the package's template.
+
+    Args:
+        config: the model's `BaSamConfig` (or its dict).
+        model_name: the card's title and the `model-index` name.
+        repo_id: the repo id used in the loading example (default `model_name`).
+        base_model, datasets: Hub ids for the metadata (local paths must not be passed; see [`hub_id_or_none`]).
+        training: settings of the training run (shown as a table), or `None` for untrained / converted weights.
+        evaluation: an evaluation summary ([`basam_hf.evaluation.evaluate`]); its BA-SAM rows become the
+            `model-index` results and the evaluation table.
+        evaluation_dataset_id: Hub id of the evaluation dataset for `model-index` (default: its name).
+        license: SPDX-style license id for the metadata; `license_text` the card's license section.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config_dict = config if isinstance(config, Mapping) else config.to_dict()
+    vision = dict(config_dict.get("vision_config", config_dict))
+    vision.setdefault("pretrain_image_size", vision.get("image_size"))
+    ba_fields = (
+        "attention_scaling",
+        "bias_mode",
+        "bias_distance",
+        "distance_unit",
+        "bias_slope_scale",
+        "learnable_slopes",
+        "bias_layers",
+        "coefficient_init",
+        "pretrain_image_size",
+        "attention_memory_budget_mb",
+    )
+    ba_settings = {name: vision[name] for name in ba_fields if name in vision}
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="mask-generation",
+        base_model=base_model,
+        datasets=list(datasets) or None,
+        tags=list(tags),
+        license=license,
+        model_name=model_name,
+        eval_results=evaluation_results(evaluation, evaluation_dataset_id) if evaluation else None,
+    )
+    if license_text is None:
+        license_text = (
+            f"`{license}`. Check that it is compatible with the licenses of the base model and of the training data."
+        )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(MODEL_CARD_TEMPLATE),
+        model_name=model_name,
+        repo_id=repo_id or model_name,
+        base_model=base_model,
+        ba_settings=ba_settings,
+        vision=vision,
+        training=dict(training) if training else None,
+        evaluation=_evaluation_table(evaluation) if evaluation else None,
+        license_text=license_text,
+    )
+
+
+def write_model_card(folder: str | os.PathLike, **card_kwargs) -> Path:
+    """Render a card for the model saved in `folder` (its `config.json`) and save it as `folder/README.md`.
+    `card_kwargs` go to [`render_model_card`]; `model_name` defaults to the folder name."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    card_kwargs.setdefault("model_name", folder.resolve().name)
+    card = render_model_card(config, **card_kwargs)
+    path = folder / MODEL_CARD_FILE
+    card.save(str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pushing to the Hub
+
+# Files without which `from_pretrained(..., trust_remote_code=True)` cannot build BA-SAM.
+CODE_FILES = ("configuration_basam.py", "modeling_basam.py")
+REQUIRED_AUTO_CLASSES = ("AutoConfig", "AutoModelForMaskGeneration")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+@dataclass
+class PushResult:
+    """What [`push_to_hub`] did (or, with `dry_run`, would do)."""
+
+    repo_id: str
+    files: list[str]
+    dry_run: bool
+    generated_card: bool = False
+    commit_url: str | None = None
+
+
+def _auto_map_modules(auto_map: Mapping[str, Any]) -> set[str]:
+    """Module names referenced by an `auto_map` (`"module.Class"`, `"repo--module.Class"`, or lists of them)."""
+    modules = set()
+    for value in auto_map.values():
+        for reference in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(reference, str) and "." in reference:
+                modules.add(reference.split("--")[-1].rsplit(".", 1)[0])
+    return modules
+
+
+def _relative_imports(path: Path) -> set[str]:
+    """Modules a Python file imports relatively (`from .x import y`, `from . import x`), as file names."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            if node.module:
+                names.add(node.module.replace(".", "/") + ".py")
+            else:
+                names.update(alias.name + ".py" for alias in node.names)
+    return names
+
+
+def required_code_files(folder: str | os.PathLike) -> list[str]:
+    """The code files a folder needs to load with `trust_remote_code=True`: `configuration_basam.py`,
+    `modeling_basam.py`, the modules of the model's and processor's `auto_map`, and every module they import
+    relatively (transitively).
+
+    Raises:
+        ValueError: if the folder has no `config.json`, or its `auto_map` is missing or lacks `AutoConfig` /
+            `AutoModelForMaskGeneration`.
+    """
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ValueError(
+            f"{folder} has no config.json: it is not a saved model folder (for a fine-tuning run, push its best/ or "
+            "final/ subfolder)."
+        )
+    auto_map = json.loads(config_path.read_text(encoding="utf-8")).get("auto_map")
+    missing_classes = [name for name in REQUIRED_AUTO_CLASSES if name not in (auto_map or {})]
+    if missing_classes:
+        raise ValueError(
+            f"{config_path} has no auto_map entry for {missing_classes}: others could not load it with "
+            "trust_remote_code=True. Save the model with basam-hf (BaSamModel.save_pretrained writes the auto_map "
+            "and copies the code files)."
+        )
+    modules = _auto_map_modules(auto_map)
+    for name in PROCESSOR_FILES:
+        if (folder / name).is_file():
+            processor_config = json.loads((folder / name).read_text(encoding="utf-8"))
+            modules |= _auto_map_modules(processor_config.get("auto_map") or {})
+            modules |= _auto_map_modules((processor_config.get("image_processor") or {}).get("auto_map") or {})
+    required = set(CODE_FILES) | {module.replace(".", "/") + ".py" for module in modules}
+    pending = sorted(required)
+    while pending:
+        path = folder / pending.pop()
+        if path.is_file():
+            for name in _relative_imports(path) - required:
+                required.add(name)
+                pending.append(name)
+    return sorted(required)
+
+
+def files_to_upload(folder: str | os.PathLike) -> list[str]:
+    """Every file of `folder` (recursively, as POSIX paths relative to it) except hidden files and folders and Python
+    caches: exactly what [`push_to_hub`] uploads."""
+    folder = Path(folder)
+    files = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+            continue
+        if path.suffix == ".pyc":
+            continue
+        files.append(relative.as_posix())
+    return files
+
+
+def check_pushable(folder: str | os.PathLike) -> list[str]:
+    """Check that `folder` would load for others; return the files to upload.
+
+    Raises:
+        ValueError: naming what is missing: `config.json` / its `auto_map`, code files, weights.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder.")
+    required = required_code_files(folder)
+    missing = [name for name in required if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"{folder} lacks the code files {missing}: others could not load it with trust_remote_code=True. Save it "
+            "with basam-hf (save_pretrained copies configuration_basam.py, modeling_basam.py and their imports)."
+        )
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise ValueError(f"{folder} has no weights ({', '.join(WEIGHT_FILES)}).")
+    return files_to_upload(folder)
+
+
+def _default_api():
+    """A `huggingface_hub.HfApi` (token from `hf auth login` / `HF_TOKEN`), refused when `HF_HUB_OFFLINE` is set."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise OSError("HF_HUB_OFFLINE is set: pushing needs the network. Unset it, or use --dry-run.")
+    return HfApi()
+
+
+def push_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    commit_message: str = "Upload BA-SAM model with basam-hf",
+    dry_run: bool = False,
+    api: Any = None,
+) -> PushResult:
+    """Upload a saved BA-SAM folder (weights, config, processor config, code files, card) to a Hub model repo.
+
+    The repo is created if missing (`create_repo(exist_ok=True)`, `private` applies to a new repo). A folder without
+    `README.md` gets a card rendered from its config (written into the folder, except in a dry run). With `dry_run`,
+    nothing is written or sent: the result lists exactly the files that would be uploaded.
+
+    Args:
+        api: a `huggingface_hub.HfApi` (default: a new one, using the token of `hf auth login` / `HF_TOKEN`).
+
+    Raises:
+        ValueError: for a folder that would not load for others (see [`check_pushable`]).
+        OSError: when `HF_HUB_OFFLINE` is set (a real push needs the network).
+    """
+    folder = Path(folder)
+    files = check_pushable(folder)
+    generated_card = MODEL_CARD_FILE not in files
+    if generated_card:
+        files = sorted(files + [MODEL_CARD_FILE])
+    if dry_run:
+        return PushResult(repo_id, files, dry_run=True, generated_card=generated_card)
+    api = api if api is not None else _default_api()
+    if generated_card:
+        write_model_card(folder, repo_id=repo_id, model_name=repo_id.split("/")[-1])
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    target = getattr(repo_url, "repo_id", None) or repo_id
+    # Exact names (escaped: fnmatch would read `[` as a pattern), so the upload is the list checked above.
+    commit = api.upload_folder(
+        repo_id=target,
+        folder_path=str(folder),
+        commit_message=commit_message,
+        allow_patterns=[glob.escape(name) for name in files],
+        repo_type="model",
+    )
+    commit_url = getattr(commit, "commit_url", None)
+    return PushResult(target, files, dry_run=False, generated_card=generated_card, commit_url=commit_url)
+
+
+__all__ = [
+    "CODE_FILES",
+    "DEFAULT_MODEL_DIR",
+    "DEFAULT_MODEL_NAME",
+    "MODEL_CARD_TEMPLATE",
+    "PushResult",
+    "check_pushable",
+    "evaluation_results",
+    "files_to_upload",
+    "hub_id_or_none",
+    "push_to_hub",
+    "render_model_card",
+    "required_code_files",
+    "resolve_model",
+    "write_model_card",
+]
