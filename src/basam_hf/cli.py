@@ -133,6 +133,148 @@ def add_ba_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coefficient-init", type=float, default=None)
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from .training import finetune
+
+    ba_settings = {name: value for name, value in vars(args).items() if name in BA_OPTION_NAMES and value is not None}
+    try:
+        result = finetune(
+            args.model,
+            args.dataset,
+            output_dir=args.output,
+            split=args.split,
+            preset=args.preset,
+            image_column=args.image_column,
+            mask_column=args.mask_column,
+            annotations_column=args.annotations_column,
+            max_train_samples=args.max_train_samples,
+            val_dataset=args.val_dataset,
+            val_split=args.val_split,
+            val_max_samples=args.val_max_samples,
+            val_sizes=args.val_sizes,
+            val_prompt=args.val_prompt,
+            val_metric=args.val_metric,
+            eval_steps=args.eval_steps,
+            eval_batch_size=args.eval_batch_size,
+            train_sizes=args.train_sizes,
+            prompt=args.prompt,
+            jitter=args.jitter,
+            negatives=args.negatives,
+            train=args.train,
+            loss=args.loss,
+            learning_rate=args.lr,
+            weight_decay=args.weight_decay,
+            lr_step_epochs=args.lr_step_epochs,
+            lr_gamma=args.lr_gamma,
+            max_grad_norm=args.max_grad_norm,
+            batch_size=args.batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision=args.mixed_precision,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            seed=args.seed,
+            save_steps=args.save_steps,
+            keep_last=args.keep_last,
+            resume=args.resume,
+            ba_settings=ba_settings,
+            num_workers=args.num_workers,
+            log_with=args.log_with,
+            license=args.license,
+            push_to_hub=args.push_to_hub,
+            private=args.private,
+            cpu=args.cpu,
+        )
+    except (OSError, ValueError) as error:  # bad model / dataset / setting / checkpoint: the message says which
+        print(f"basam-hf finetune: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("basam-hf finetune: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
+        return 130
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"Trained {result.global_step} steps; last checkpoint {result.last_checkpoint}.")
+        if result.best:
+            best = result.best
+            print(f"Best {best['metric']} {best['value']:.4f} at step {best['step']}: {result.best_dir}")
+        print(f"Final model: {result.final_dir}")
+        if result.pushed_to:
+            print(f"Pushed to https://huggingface.co/{result.pushed_to}")
+    return 0
+
+
+def add_finetune_command(commands) -> None:
+    """The `finetune` subcommand (arguments of `basam_hf.training.finetune`)."""
+    from .training import LOSSES, TRAIN_MODES
+
+    finetune = commands.add_parser(
+        "finetune",
+        help="fine-tune BA-SAM (or a SAM checkpoint converted to BA-SAM) with accelerate",
+        description="Fine-tune with the official BA-SAM recipe by default (all parameters, Adam lr 1e-4, StepLR every "
+        "10 epochs gamma 0.5, BCE + Dice, one random positive click, 50 epochs). Runs plainly or under `accelerate "
+        "launch` / torchrun. Checkpoints go to OUTPUT/checkpoints (atomic, --resume continues exactly); the best "
+        "model by validation metric to OUTPUT/best and the last one to OUTPUT/final (save_pretrained folders with a "
+        "model card).",
+    )
+    finetune.add_argument("--model", default="default", help="BA-SAM or SAM repo id / folder, or `default`")
+    finetune.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")
+    finetune.add_argument("--split", default="train", help="training split (default: %(default)s)")
+    finetune.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k isic2016 isic2018 coco2017")
+    finetune.add_argument("--image-column", default=None)
+    finetune.add_argument("--mask-column", default=None)
+    finetune.add_argument("--annotations-column", default=None, help="COCO-style objects column")
+    finetune.add_argument("--max-train-samples", type=int, default=None)
+    finetune.add_argument("--val-dataset", default=None, help="validation data (default: --dataset with --val-split)")
+    finetune.add_argument("--val-split", default=None, help="validation split; without it and --val-dataset: none")
+    finetune.add_argument("--val-max-samples", type=int, default=None)
+    finetune.add_argument("--val-sizes", type=int, nargs="+", default=None, help="default: the train sizes")
+    finetune.add_argument("--val-prompt", default=None, help="validation prompt (default: --prompt)")
+    finetune.add_argument("--val-metric", default="iou", help="metric choosing best/ (default: %(default)s)")
+    finetune.add_argument("--eval-steps", type=int, default=None, help="validate every N steps (default: save steps)")
+    finetune.add_argument("--eval-batch-size", type=int, default=1, help="validation images per forward pass")
+    finetune.add_argument("--train-sizes", type=int, nargs="+", default=None, help="input sizes, one drawn per batch")
+    finetune.add_argument("--prompt", default="points:1", help="box | point | points:k (default: %(default)s)")
+    finetune.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
+    finetune.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
+    finetune.add_argument("--train", choices=TRAIN_MODES, default="all", help="what is trained (default: %(default)s)")
+    finetune.add_argument("--loss", choices=tuple(LOSSES), default="bce-dice")
+    finetune.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    finetune.add_argument("--weight-decay", type=float, default=0.0)
+    finetune.add_argument("--lr-step-epochs", type=int, default=10, help="StepLR period in epochs (default: 10)")
+    finetune.add_argument("--lr-gamma", type=float, default=0.5, help="StepLR factor (default: %(default)s)")
+    finetune.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping (default: off)")
+    finetune.add_argument("--batch-size", type=int, default=2, help="images per process and micro-batch")
+    finetune.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    finetune.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    finetune.add_argument("--epochs", type=int, default=50)
+    finetune.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--save-steps", type=int, default=500, help="checkpoint every N optimizer steps")
+    finetune.add_argument("--keep-last", type=int, default=3, help="checkpoints kept (default: %(default)s)")
+    finetune.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        help="continue from the latest checkpoint in --output (or from the given checkpoint / run folder)",
+    )
+    finetune.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    finetune.add_argument(
+        "--log-with",
+        nargs="*",
+        default=None,
+        help="accelerate trackers besides logs/metrics.jsonl (default: tensorboard if installed; none if given "
+        "without names)",
+    )
+    finetune.add_argument("--license", default="apache-2.0", help="license in the model card")
+    finetune.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="push best/ (else final/) at the end")
+    finetune.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    finetune.add_argument("--cpu", action="store_true", help="train on CPU even if an accelerator is available")
+    finetune.add_argument("--output", required=True, help="output folder")
+    add_ba_options(finetune)
+    finetune.set_defaults(func=_finetune)
+
+
 def _push(args: argparse.Namespace) -> int:
     from .hub import push_to_hub
 
@@ -181,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="repo id, folder, or `default` (the package defaults)")
     info.set_defaults(func=_info)
     add_evaluate_command(commands)
+    add_finetune_command(commands)
     add_push_command(commands)
     convert = commands.add_parser("convert-sam", help="turn a SAM checkpoint into BA-SAM (safetensors + code files)")
     convert.add_argument("source", help="SAM repo id (e.g. facebook/sam-vit-base) or folder")

@@ -112,8 +112,9 @@ def _evaluation_table(summary: Mapping[str, Any]) -> dict:
         )
     split = f" (split `{summary['split']}`)" if summary.get("split") else ""
     source = str(summary.get("dataset"))
+    dataset_name = Path(source).name if is_local_path(source) else source
     description = (
-        f"On `{Path(source).name if is_local_path(source) else source}`{split}, prompt `{summary.get('prompt')}`, protocol "
+        f"On `{dataset_name}`{split}, prompt `{summary.get('prompt')}`, protocol "
         f"`{summary.get('protocol')}`, seed {summary.get('seed')}."
     )
     headers = [f"{name} {'↓' if name in _LOWER_IS_BETTER else '↑'}" for name in names]
