@@ -1,6 +1,8 @@
 """Shared helpers: tiny random BA-SAM / SAM configurations that run in milliseconds on CPU."""
 
 import os
+import socket
+import sys
 
 import pytest
 import torch
@@ -55,3 +57,34 @@ def sample_inputs():
         input_points=torch.rand(2, 1, 2, 2, generator=generator) * 64,
         input_labels=torch.tensor([[[1, 0]], [[1, 1]]]),
     )
+
+
+def save_tiny_model(path, seed: int = 0, **vision_overrides) -> str:
+    """Save a randomized tiny BA-SAM with its processor to `path`; returns the path as a string."""
+    from basam_hf import BaSamConfig, BaSamModel, save_pretrained_with_processor
+
+    model = randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs(**vision_overrides))), seed=seed)
+    save_pretrained_with_processor(model, str(path))
+    return str(path)
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny models on 2 shared cores: thread hand-offs cost more than the arithmetic (5x slower with 2 threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def accelerate_launch(num_processes: int = 2) -> tuple[list[str], dict]:
+    """Command prefix and environment that start `num_processes` CPU processes with `accelerate launch`.
+
+    `--multi_gpu` starts them with torchrun; without GPUs they run on CPU (gloo). (`--cpu` would start a single
+    process unless MPI is set up.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes)]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    return command, {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -1,19 +1,16 @@
 """Evaluation loop: 1 vs 2 processes (accelerate launch), resume, bad inputs, BA-off = SAM, official protocol, CLI."""
 
 import json
-import os
-import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import BA_OFF, randomize_, tiny_config_kwargs
+from conftest import BA_OFF, accelerate_launch, randomize_, save_tiny_model, tiny_config_kwargs
 from PIL import Image
 from transformers import SamConfig, SamModel
 
-from basam_hf import BaSamConfig, BaSamModel, save_pretrained_with_processor
+from basam_hf import BaSamConfig, BaSamModel
 from basam_hf.cli import main
 from basam_hf.conversion import is_ba_parameter
 from basam_hf.data import load_segmentation_dataset, mask_box
@@ -22,21 +19,12 @@ from basam_hf.evaluation import evaluate, official_click, read_records, sam_vari
 NUM_SAMPLES = 5  # odd: with 2 processes and batches of 2 the last batches are padded with duplicates
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on 2 shared cores: thread hand-offs cost more than the arithmetic (5x slower with 2 threads).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    model = randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs())), seed=3)
-    save_pretrained_with_processor(model, str(path))
-    return str(path)
+    return save_tiny_model(tmp_path_factory.mktemp("model"), seed=3)
 
 
 def _write_sample(root, stem: str, size: tuple[int, int], box: tuple[int, int, int, int] | None, seed: int) -> None:
@@ -72,28 +60,10 @@ def _by_key(path) -> dict[tuple, dict]:
     return dict(zip(keys, records))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_processes_give_the_single_process_results(tiny_model_dir, image_folder, tmp_path):
     args = ["evaluate", "--model", tiny_model_dir, "--dataset", str(image_folder), "--sizes", "64", "96"]
     args += ["--prompt", "point", "--batch-size", "2", "--seed", "5"]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
-    # `--multi_gpu` starts the processes with torchrun; on a machine without GPUs they run on CPU (gloo). (With
-    # `--cpu`, accelerate launch starts one process only, unless MPI is set up.)
-    launch += [
-        "--multi_gpu",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launch, env = accelerate_launch(2)
     two = tmp_path / "two"
     completed = subprocess.run(
         launch + ["-m", "basam_hf.cli"] + args + ["--output", str(two)],

@@ -5,13 +5,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import randomize_, tiny_config_kwargs
+from conftest import save_tiny_model
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import basam_hf.hub
-from basam_hf import BaSamConfig, BaSamModel, save_pretrained_with_processor
+from basam_hf import BaSamConfig
 from basam_hf.cli import main
 from basam_hf.evaluation import evaluate
 from basam_hf.hub import (
@@ -28,20 +27,18 @@ from basam_hf.synthetic import save_synthetic_dataset
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no test may reach the network; the Hub API is faked
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("saved") / "tiny-basam"
-    model = randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs(learnable_slopes=True))), seed=1)
-    save_pretrained_with_processor(model, str(folder))
+    save_tiny_model(folder, seed=1, learnable_slopes=True)
     return folder
 
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import SamConfig, SamModel
 
 from basam_hf import BaSamConfig, BaSamModel

@@ -3,7 +3,6 @@ under Ctrl-C, 2 processes, train modes, targets and loss, bad inputs."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_, tiny_config_kwargs
+from conftest import accelerate_launch, save_tiny_model, tiny_config_kwargs
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
@@ -34,20 +33,12 @@ from basam_hf.training import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on 2 shared cores: thread hand-offs cost more than the arithmetic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    save_pretrained_with_processor(randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs())), seed=0), str(path))
-    return str(path)
+    return save_tiny_model(tmp_path_factory.mktemp("model"), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -379,23 +370,12 @@ def test_bad_inputs_fail_clearly(model_dir, train_data, tmp_path, capsys):
         finetune(model_dir, str(empty), output_dir=tmp_path / "e")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_fine_tune_and_checkpoint(model_dir, train_data, tmp_path):
     output = tmp_path / "two"
-    # `--multi_gpu` starts the processes with torchrun; without GPUs they run on CPU (gloo). (With `--cpu`, accelerate
-    # launch starts a single process unless MPI is set up.)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(_free_port())]
+    launch, env = accelerate_launch(2)
     args = ["-m", "basam_hf.cli", "finetune", "--model", model_dir, "--dataset", train_data, "--prompt", "box"]
     args += ["--max-steps", "2", "--save-steps", "2", "--output", str(output)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     completed = subprocess.run(launch + args, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count("Trained 2 steps") == 1  # the main process reports

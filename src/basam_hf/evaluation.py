@@ -69,15 +69,15 @@ BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
 # Models
 
 
-def make_accelerator(cpu: bool = False):
-    """An `Accelerator`, on CPU when asked or when the processes were started by a distributed launcher (torchrun,
+def make_accelerator(cpu: bool = False, **kwargs):
+    """An `Accelerator` (`kwargs` passed on), on CPU when asked or when the processes were started by a distributed launcher (torchrun,
     `accelerate launch --multi_gpu`) on a machine without an accelerator device: accelerate only sets up multi-process
     CPU (gloo) when told `cpu=True`, and would otherwise run each process alone on the whole dataset."""
     from accelerate import Accelerator
 
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    return Accelerator(cpu=cpu or (launched and not has_device))
+    return Accelerator(cpu=cpu or (launched and not has_device), **kwargs)
 
 
 def load_model(name: str | os.PathLike):

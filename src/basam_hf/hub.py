@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .configuration_basam import BA_FIELDS
+
+
 # The embedded default model (safetensors + config + processor files) ships in the package's `default/` folder.
 DEFAULT_MODEL_NAME = "default"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
@@ -153,19 +156,7 @@ def render_model_card(
     config_dict = config if isinstance(config, Mapping) else config.to_dict()
     vision = dict(config_dict.get("vision_config", config_dict))
     vision.setdefault("pretrain_image_size", vision.get("image_size"))
-    ba_fields = (
-        "attention_scaling",
-        "bias_mode",
-        "bias_distance",
-        "distance_unit",
-        "bias_slope_scale",
-        "learnable_slopes",
-        "bias_layers",
-        "coefficient_init",
-        "pretrain_image_size",
-        "attention_memory_budget_mb",
-    )
-    ba_settings = {name: vision[name] for name in ba_fields if name in vision}
+    ba_settings = {name: vision[name] for name in BA_FIELDS if name in vision}
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="mask-generation",

@@ -4,8 +4,6 @@ Imports only torch, transformers and this package's remote-code-safe modules (re
 `save_pretrained` ships a self-contained model loadable with `trust_remote_code=True`.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn

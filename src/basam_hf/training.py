@@ -595,17 +595,6 @@ def load_training_model(model: Any, ba_settings: dict | None = None):
     return convert_sam_to_basam(resolve_model(model), **(ba_settings or {}))
 
 
-def _make_accelerator(cpu: bool, **kwargs):
-    """An `Accelerator` on CPU when asked, or when a distributed launcher started the processes on a machine without
-    an accelerator device (accelerate only sets up CPU process groups with `cpu=True`; the rule of
-    [`basam_hf.evaluation.make_accelerator`])."""
-    from accelerate import Accelerator
-
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    return Accelerator(cpu=cpu or (launched and not has_device), **kwargs)
-
-
 def _check_settings(
     *,
     train: str,
@@ -815,7 +804,7 @@ def finetune(
     from accelerate.utils import ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
 
-    from .evaluation import evaluate, load_processor
+    from .evaluation import evaluate, load_processor, make_accelerator
 
     # Settings first, so that mistakes fail before anything is loaded.
     _check_settings(
@@ -847,7 +836,7 @@ def finetune(
     logs_dir = output / LOGS_DIR
     trackers: list = [JsonLinesTracker(logs_dir / METRICS_LOG)]
     trackers += list(_available_trackers() if log_with is None else log_with)
-    accelerator = _make_accelerator(
+    accelerator = make_accelerator(
         cpu,
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
