@@ -205,7 +205,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def add_finetune_command(commands) -> None:
     """The `finetune` subcommand (arguments of `basam_hf.training.finetune`)."""
-    from .training import LOSSES, TRAIN_MODES
+    from .losses import LOSSES
+    from .training import TRAIN_MODES
 
     finetune = commands.add_parser(
         "finetune",

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate.tracking import GeneralTracker
 
 from .conversion import is_ba_parameter
@@ -53,49 +52,29 @@ from .data import (
     prompts_from_mask,
     sample_rng,
 )
+from .checkpoints import (
+    CHECKPOINTS_DIR,
+    check_resume_compatible,
+    latest_checkpoint,
+    list_checkpoints,
+    remove_stale_temporaries,
+    replace_directory,
+    resolve_resume,
+    save_checkpoint,
+)
 from .hub import hub_id_or_none, resolve_model
+from .losses import LOSSES, mask_targets, training_loss
 
 TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder")
-LOSSES = {"bce-dice": ("bce", "dice"), "bce": ("bce",), "dice": ("dice",)}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 # Parameters no mode trains: SAM's random Fourier features are a fixed buffer in segment-anything.
 NEVER_TRAINED = ("shared_image_embedding.",)
-CHECKPOINTS_DIR = "checkpoints"
-CHECKPOINT_PREFIX = "checkpoint-"
-STATE_FILE = "trainer_state.json"
-MODEL_CONFIG_FILE = "model_config.json"
 LOGS_DIR = "logs"
 METRICS_LOG = "metrics.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
 EXCLUDED_FILE = "excluded_train_samples.json"
 BEST_DIR = "best"
 FINAL_DIR = "final"
-DICE_SMOOTH = 1.0
-# Settings that fix the sequence of computations: a resumed run must use the checkpoint's values.
-RESUME_SETTINGS = (
-    "train",
-    "prompt",
-    "jitter",
-    "negatives",
-    "train_sizes",
-    "loss",
-    "learning_rate",
-    "weight_decay",
-    "lr_step_epochs",
-    "lr_gamma",
-    "max_grad_norm",
-    "batch_size",
-    "gradient_accumulation_steps",
-    "num_processes",
-    "mixed_precision",
-    "seed",
-    "train_samples",
-    "train_ids_sha256",
-)
-# Config entries that differ between equal models (where they were loaded from, library versions).
-_VOLATILE_CONFIG_KEYS = frozenset(
-    {"_name_or_path", "name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype", "auto_map"}
-)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -136,103 +115,12 @@ def set_trainable(model: torch.nn.Module, train: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Targets and loss
-
-
-def mask_targets(
-    masks: Sequence[np.ndarray],
-    reshaped_sizes: Sequence[Sequence[int]],
-    input_size: tuple[int, int],
-    mask_size: tuple[int, int],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ground truth on the decoder's low-resolution mask grid, and which cells count.
-
-    The processor resizes each image to `reshaped_sizes[i]` and pads it (bottom/right) to `input_size`; the decoder's
-    masks of shape `mask_size` cover that padded input. Each boolean mask is resized to the cells covering the
-    resized image (their number rounded half up, as the processor rounds) by area averaging when it shrinks (a cell's
-    value is the fraction of object in it) and bilinearly when it grows; the padding cells get target 0 and weight 0.
-
-    Returns:
-        `targets` (batch, h, w) in [0, 1] and `valid` (batch, h, w) in {0, 1}, float32.
-    """
-    height, width = mask_size
-    targets = torch.zeros(len(masks), height, width)
-    valid = torch.zeros(len(masks), height, width)
-    for index, (mask, reshaped) in enumerate(zip(masks, reshaped_sizes)):
-        rows = min(height, max(1, int(reshaped[0] * height / input_size[0] + 0.5)))
-        cols = min(width, max(1, int(reshaped[1] * width / input_size[1] + 0.5)))
-        full = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
-        shrinks = rows <= full.shape[-2] and cols <= full.shape[-1]
-        resized = (
-            F.interpolate(full, (rows, cols), mode="area")
-            if shrinks
-            else F.interpolate(full, (rows, cols), mode="bilinear", align_corners=False)
-        )
-        targets[index, :rows, :cols] = resized[0, 0].clamp(0.0, 1.0)
-        valid[index, :rows, :cols] = 1.0
-    return targets, valid
-
-
-def segmentation_loss(
-    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, loss: str = "bce-dice"
-) -> torch.Tensor:
-    """Per-mask loss `(batch, masks)` of logits `(batch, masks, h, w)` against soft targets `(batch, h, w)` over the
-    valid cells: BCE (mean over valid cells) and/or soft Dice `1 - (2 sum(p t) + 1) / (sum p + sum t + 1)`, summed.
-    Computed in float32."""
-    if loss not in LOSSES:
-        raise ValueError(f"Unknown loss {loss!r}; use one of {', '.join(LOSSES)}.")
-    logits = logits.float()
-    targets = targets[:, None].to(logits)
-    weight = valid[:, None].to(logits)
-    total = logits.new_zeros(logits.shape[:2])
-    if "bce" in LOSSES[loss]:
-        bce = F.binary_cross_entropy_with_logits(logits, targets.expand_as(logits), reduction="none")
-        total = total + (bce * weight).sum((-2, -1)) / weight.sum((-2, -1)).clamp_min(1.0)
-    if "dice" in LOSSES[loss]:
-        probs = torch.sigmoid(logits) * weight
-        intersection = (probs * targets).sum((-2, -1))
-        denominator = probs.sum((-2, -1)) + (targets * weight).sum((-2, -1))
-        total = total + 1.0 - (2.0 * intersection + DICE_SMOOTH) / (denominator + DICE_SMOOTH)
-    return total
-
-
-def mask_iou(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """IoU `(batch, masks)` of the masks `logits > 0` with `targets >= 0.5`, over the valid cells (1 when both are
-    empty)."""
-    keep = valid[:, None] > 0
-    predicted = (logits > 0) & keep
-    truth = (targets[:, None] >= 0.5) & keep
-    intersection = (predicted & truth).sum((-2, -1)).float()
-    union = (predicted | truth).sum((-2, -1)).float()
-    return torch.where(union > 0, intersection / union.clamp_min(1.0), torch.ones_like(union))
-
-
-def training_loss(
-    pred_masks: torch.Tensor,
-    iou_scores: torch.Tensor,
-    targets: torch.Tensor,
-    valid: torch.Tensor,
-    loss: str = "bce-dice",
-    multimask: bool = False,
-) -> torch.Tensor:
-    """The batch loss from the model's `pred_masks` `(batch, 1, masks, h, w)` and `iou_scores` `(batch, 1, masks)`
-    (one prompt per image): the mean per-image loss; with `multimask`, the best mask's loss plus the MSE of the IoU
-    predictions against the actual IoUs (SAM's ambiguity-aware recipe)."""
-    logits = pred_masks[:, 0]
-    per_mask = segmentation_loss(logits, targets, valid, loss)
-    if not multimask:
-        return per_mask[:, 0].mean()
-    iou_target = mask_iou(logits.detach(), targets, valid)
-    return per_mask.min(dim=1).values.mean() + F.mse_loss(iou_scores[:, 0].float(), iou_target)
+# Data order and batches
 
 
 def uses_multimask(prompt: str) -> bool:
     """Whether a prompt gets SAM's three-mask output: a single `point`, as in the evaluation."""
     return parse_prompt(prompt)[0] == "point"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Data order and batches
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -417,165 +305,6 @@ def _available_trackers() -> list[str]:
 def _flat_config(values: dict) -> dict:
     """Scalars only (TensorBoard's hyperparameters accept nothing else): lists and `None` become strings."""
     return {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in values.items()}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def checkpoint_step(path: str | os.PathLike) -> int | None:
-    """The step of a `checkpoint-STEP` folder name, or `None`."""
-    name = Path(path).name
-    suffix = name[len(CHECKPOINT_PREFIX) :]
-    return int(suffix) if name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() else None
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints of a run (`output_dir/checkpoints/checkpoint-STEP` with a trainer state), by step."""
-    root = Path(output_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    found = [
-        path
-        for path in root.iterdir()
-        if path.is_dir() and checkpoint_step(path) is not None and (path / STATE_FILE).is_file()
-    ]
-    return sorted(found, key=checkpoint_step)
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint with the highest step, or `None`."""
-    checkpoints = list_checkpoints(output_dir)
-    return checkpoints[-1] if checkpoints else None
-
-
-def replace_directory(source: Path, target: Path) -> None:
-    """Move the finished folder `source` to `target` with `os.replace` (same parent, so a rename). An existing
-    `target` is first renamed aside and deleted afterwards, so `target` is never a mix of old and new files."""
-    if target.exists():
-        trash = target.with_name(f".trash-{target.name}")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(target, trash)
-        os.replace(source, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(source, target)
-
-
-def _remove_directory(path: Path) -> None:
-    """Rename, then delete: an interrupted deletion leaves a hidden folder, never a half-deleted checkpoint."""
-    trash = path.with_name(f".trash-{path.name}")
-    shutil.rmtree(trash, ignore_errors=True)
-    os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _remove_stale_temporaries(root: Path) -> None:
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.is_dir() and path.name.startswith((".tmp-", ".trash-")):
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def comparable_config(config: Any) -> dict[str, Any]:
-    """A model config as flat `dotted.key -> value`, without entries that differ between equal models."""
-    config_dict = config if isinstance(config, dict) else config.to_dict()
-    flat: dict[str, Any] = {}
-
-    def visit(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if key not in _VOLATILE_CONFIG_KEYS:
-                    visit(f"{prefix}{key}.", item)
-        else:
-            flat[prefix[:-1]] = value
-
-    visit("", config_dict)
-    return flat
-
-
-def _json_roundtrip(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def save_checkpoint(
-    accelerator, output_dir: Path, step: int, trainer_state: dict, model_config: Any, keep_last: int | None
-) -> Path:
-    """Save the training state atomically as `output_dir/checkpoints/checkpoint-STEP`; keep the last `keep_last`.
-    Called by every process (each saves its RNG state)."""
-    root = output_dir / CHECKPOINTS_DIR
-    target = root / f"{CHECKPOINT_PREFIX}{step}"
-    temporary = root / f".tmp-{target.name}"
-    if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state_text = json.dumps(_json_roundtrip(trainer_state), indent=2, sort_keys=True) + "\n"
-        (temporary / STATE_FILE).write_text(state_text, encoding="utf-8")
-        config_text = json.dumps(_json_roundtrip(comparable_config(model_config)), indent=2, sort_keys=True) + "\n"
-        (temporary / MODEL_CONFIG_FILE).write_text(config_text, encoding="utf-8")
-        replace_directory(temporary, target)
-        if keep_last is not None:
-            for old in list_checkpoints(output_dir)[:-keep_last]:
-                _remove_directory(old)
-    accelerator.wait_for_everyone()
-    return target
-
-
-def resolve_resume(resume: bool | str | os.PathLike | None, output_dir: Path) -> Path | None:
-    """The checkpoint to resume from: `True` -> the latest of `output_dir` (`None` if there is none); a path -> that
-    checkpoint, or the latest checkpoint of that run folder.
-
-    Raises:
-        ValueError: for a path that is neither.
-    """
-    if resume is None or resume is False:
-        return None
-    if resume is True:
-        return latest_checkpoint(output_dir)
-    path = Path(resume)
-    if (path / STATE_FILE).is_file():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise ValueError(f"Cannot resume from {path}: it is neither a checkpoint nor a run folder with checkpoints.")
-    return latest
-
-
-def check_resume_compatible(checkpoint: Path, model_config: Any, settings: dict) -> dict:
-    """The checkpoint's trainer state, after checking it was made by the same model and run settings.
-
-    Raises:
-        ValueError: naming the config entries or settings that differ.
-    """
-    state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
-    saved_config = json.loads((checkpoint / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
-    current_config = _json_roundtrip(comparable_config(model_config))
-    differences = sorted(
-        key for key in saved_config.keys() | current_config.keys() if saved_config.get(key) != current_config.get(key)
-    )
-    if differences:
-        details = ", ".join(
-            f"{key}: {saved_config.get(key)!r} vs {current_config.get(key)!r}" for key in differences[:8]
-        )
-        raise ValueError(
-            f"Cannot resume from {checkpoint}: it was saved from a different model (checkpoint vs this run: "
-            f"{details}{', ...' if len(differences) > 8 else ''}). Resume with the same model and BA settings, or "
-            "use a new output folder."
-        )
-    saved_settings = state.get("settings", {})
-    current_settings = _json_roundtrip(settings)
-    changed = [key for key in RESUME_SETTINGS if saved_settings.get(key) != current_settings.get(key)]
-    if changed:
-        details = ", ".join(f"{key}: {saved_settings.get(key)!r} vs {current_settings.get(key)!r}" for key in changed)
-        raise ValueError(
-            f"Cannot resume from {checkpoint}: the run settings differ (checkpoint vs this run: {details}); a resumed "
-            "run must repeat the interrupted one. Use a new output folder for new settings."
-        )
-    return state
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -942,8 +671,8 @@ def finetune(
 
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(output / CHECKPOINTS_DIR)
-        _remove_stale_temporaries(output)
+        remove_stale_temporaries(output / CHECKPOINTS_DIR)
+        remove_stale_temporaries(output)
         if checkpoint is not None:
             _truncate_metrics_log(logs_dir / METRICS_LOG, global_step)
         else:
@@ -1120,17 +849,10 @@ __all__ = [
     "EpochSampler",
     "JsonLinesTracker",
     "TrainingResult",
-    "check_resume_compatible",
     "finetune",
-    "latest_checkpoint",
-    "list_checkpoints",
     "load_training_model",
-    "mask_iou",
-    "mask_targets",
     "read_metrics_log",
-    "segmentation_loss",
     "set_trainable",
     "train_size_for_batch",
     "trainable_parameter_names",
-    "training_loss",
 ]
