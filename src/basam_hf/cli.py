@@ -316,6 +316,63 @@ def add_push_command(commands) -> None:
     push.set_defaults(func=_push)
 
 
+def _segment(args: argparse.Namespace) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from .evaluation import load_model, load_processor
+    from .segment import generate_masks, save_masks, segment_image
+
+    if not (args.box or args.point or args.negative_point or args.automatic):
+        print("basam-hf segment: error: give --box, --point or --automatic", file=sys.stderr)
+        return 1
+    try:
+        image = Image.open(args.image)
+        image.load()
+        model = load_model(args.model)
+        processor = load_processor(args.model, model)
+        if args.automatic:
+            masks, scores = generate_masks(
+                model, processor, image, size=args.size, points_per_side=args.points_per_side,
+                pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
+            )
+        else:
+            points = list(args.point or []) + list(args.negative_point or [])
+            labels = [1] * len(args.point or []) + [0] * len(args.negative_point or [])
+            masks, scores = segment_image(
+                model, processor, image, boxes=args.box, points=points or None, labels=labels or None, size=args.size
+            )
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        print(f"basam-hf segment: error: {error}", file=sys.stderr)
+        return 1
+    paths = save_masks(masks, image, args.output)
+    for path, score in zip(paths, scores):
+        print(f"{path}  (predicted IoU {score:.3f})")
+    print(f"{paths[-1]}  ({len(masks)} mask(s) overlaid)")
+    return 0
+
+
+def add_segment_command(commands) -> None:
+    """The `segment` subcommand (`basam_hf.segment`)."""
+    segment = commands.add_parser(
+        "segment",
+        help="segment an image from box / point prompts or automatically; writes mask PNGs and an overlay",
+        description="Prompts are in pixels of the original image. Writes OUTPUT/mask_NN.png (0/255) and "
+        "OUTPUT/overlay.png.",
+    )
+    segment.add_argument("image", help="image file")
+    segment.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
+    segment.add_argument("--box", nargs=4, type=float, action="append", metavar=("X1", "Y1", "X2", "Y2"))
+    segment.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"), help="object point")
+    segment.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"))
+    segment.add_argument("--automatic", action="store_true", help="automatic mask generation (a grid of points)")
+    segment.add_argument("--points-per-side", type=int, default=16)
+    segment.add_argument("--pred-iou-thresh", type=float, default=0.88)
+    segment.add_argument("--stability-score-thresh", type=float, default=0.95)
+    segment.add_argument("--size", type=int, default=None, help="model input size (longest edge), any multiple of the patch size")
+    segment.add_argument("--output", default="segment-output", help="output folder")
+    segment.set_defaults(func=_segment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basam-hf", description="BA-SAM for Hugging Face transformers.")
     parser.add_argument("--version", action="version", version=f"basam-hf {__version__}")
@@ -326,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_command(commands)
     add_finetune_command(commands)
     add_push_command(commands)
+    add_segment_command(commands)
     convert = commands.add_parser("convert-sam", help="turn a SAM checkpoint into BA-SAM (safetensors + code files)")
     convert.add_argument("source", help="SAM repo id (e.g. facebook/sam-vit-base) or folder")
     convert.add_argument("output", help="output folder")

@@ -1,0 +1,122 @@
+"""Segmenting one image: from box / point prompts, or automatic mask generation, at any input size."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import to_rgb
+
+# Distinct, colour-blind-friendly overlay colours (Okabe-Ito), cycled over the masks.
+OVERLAY_COLORS = ((230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0), (204, 121, 167))
+
+
+@torch.no_grad()
+def segment_image(
+    model,
+    processor,
+    image: Image.Image,
+    *,
+    boxes: Sequence[Sequence[float]] | None = None,
+    points: Sequence[Sequence[float]] | None = None,
+    labels: Sequence[int] | None = None,
+    size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks for prompts in original-image pixels: one mask per box, or one mask for all the points together.
+
+    Args:
+        boxes: `(x1, y1, x2, y2)` boxes.
+        points: `(x, y)` points, with `labels` 1 (object, the default) or 0 (background).
+        size: model input size (longest edge); the processor's own size by default.
+
+    Returns:
+        `masks` `(n, height, width)` bool at the image size and `scores` `(n,)` (SAM's predicted IoU).
+    """
+    if not boxes and not points:
+        raise ValueError("Give at least one box or one point.")
+    if points and labels is not None and len(labels) != len(points):
+        raise ValueError(f"Got {len(points)} points but {len(labels)} labels.")
+    image = to_rgb(image)
+    processor_kwargs = {}
+    if boxes:
+        processor_kwargs["input_boxes"] = [[list(map(float, box)) for box in boxes]]
+    if points:
+        labels = [1] * len(points) if labels is None else list(labels)
+        # With boxes, SAM pairs one point group per box; without, all points describe one object.
+        groups = len(boxes) if boxes else 1
+        processor_kwargs["input_points"] = [[[list(map(float, p)) for p in points]] * groups]
+        processor_kwargs["input_labels"] = [[labels] * groups]
+    if size is not None:
+        processor_kwargs["size"] = size
+    inputs = processor(images=image, return_tensors="pt", **processor_kwargs)
+    single_point = bool(points) and not boxes and len(points) == 1
+    outputs = model(
+        pixel_values=inputs["pixel_values"].to(model.device, model.dtype),
+        input_points=inputs["input_points"].to(model.device, model.dtype) if "input_points" in inputs else None,
+        input_labels=inputs["input_labels"].to(model.device) if "input_labels" in inputs else None,
+        input_boxes=inputs["input_boxes"].to(model.device, model.dtype) if "input_boxes" in inputs else None,
+        # One point is ambiguous: take SAM's three masks and keep the best-scored one.
+        multimask_output=single_point,
+    )
+    masks = processor.post_process_masks(
+        outputs.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    )[0]
+    scores = outputs.iou_scores[0].float().cpu()
+    best = scores.argmax(dim=-1)
+    index = torch.arange(masks.shape[0])
+    return masks[index, best].numpy().astype(bool), scores[index, best].numpy()
+
+
+def generate_masks(
+    model, processor, image: Image.Image, *, size: int | None = None, points_per_batch: int = 64, **pipeline_kwargs
+) -> tuple[np.ndarray, np.ndarray]:
+    """Automatic mask generation (a grid of point prompts, filtered and de-duplicated) with transformers'
+    `mask-generation` pipeline; `pipeline_kwargs` go to the call (`points_per_side`, `pred_iou_thresh`, ...).
+
+    Returns:
+        `masks` `(n, height, width)` bool and `scores` `(n,)`, best first.
+    """
+    from transformers import pipeline
+
+    image_processor = processor.image_processor
+    if size is not None:
+        image_processor = type(image_processor).from_dict({**image_processor.to_dict(), "size": {"longest_edge": size}})
+    generator = pipeline("mask-generation", model=model, image_processor=image_processor, device=model.device)
+    result = generator(to_rgb(image), points_per_batch=points_per_batch, **pipeline_kwargs)
+    masks = np.stack([np.asarray(mask, dtype=bool) for mask in result["masks"]]) if result["masks"] else None
+    scores = np.asarray([float(score) for score in result["scores"]])
+    if masks is None:
+        return np.zeros((0, image.height, image.width), dtype=bool), scores
+    order = np.argsort(-scores, kind="stable")
+    return masks[order], scores[order]
+
+
+def overlay_masks(image: Image.Image, masks: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """The image with each mask blended in a colour of its own and its outline drawn."""
+    canvas = np.asarray(to_rgb(image), dtype=np.float32).copy()
+    for index, mask in enumerate(masks):
+        color = np.asarray(OVERLAY_COLORS[index % len(OVERLAY_COLORS)], dtype=np.float32)
+        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * color
+        inner = mask.copy()
+        inner[1:, :] &= mask[:-1, :]
+        inner[:-1, :] &= mask[1:, :]
+        inner[:, 1:] &= mask[:, :-1]
+        inner[:, :-1] &= mask[:, 1:]
+        canvas[mask & ~inner] = color
+    return Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
+
+
+def save_masks(masks: np.ndarray, image: Image.Image, output_dir: str | Path, stem: str = "mask") -> list[Path]:
+    """Write `stem_00.png`, ... (0/255) and `overlay.png` into `output_dir`; return the paths written."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, mask in enumerate(masks):
+        path = output_dir / f"{stem}_{index:02d}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+        paths.append(path)
+    overlay = output_dir / "overlay.png"
+    overlay_masks(image, masks).save(overlay)
+    return paths + [overlay]

@@ -1,0 +1,82 @@
+"""`basam-hf segment` and the functions behind it, on a tiny random model."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import save_tiny_model
+from PIL import Image
+
+from basam_hf.cli import main
+from basam_hf.evaluation import load_model, load_processor
+from basam_hf.segment import generate_masks, overlay_masks, segment_image
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model"), seed=2)
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (50, 90, 3), dtype=np.uint8))
+
+
+def test_box_masks_equal_the_processor_and_model_path(model_dir, image):
+    model = load_model(model_dir)
+    processor = load_processor(model_dir, model)
+    masks, scores = segment_image(model, processor, image, boxes=[[5, 5, 60, 40], [10, 0, 89, 49]], size=128)
+    assert masks.shape == (2, 50, 90) and masks.dtype == bool and scores.shape == (2,)
+    # The same prediction, written out with the processor and the model directly.
+    inputs = processor(images=image, input_boxes=[[[5.0, 5.0, 60.0, 40.0], [10.0, 0.0, 89.0, 49.0]]], size=128, return_tensors="pt")
+    assert inputs["pixel_values"].shape[-1] == 128
+    with torch.no_grad():
+        outputs = model(**inputs, multimask_output=False)
+    expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])[0]
+    assert np.array_equal(masks, expected[:, 0].numpy())
+
+
+def test_single_point_keeps_the_best_of_three(model_dir, image):
+    model = load_model(model_dir)
+    processor = load_processor(model_dir, model)
+    masks, scores = segment_image(model, processor, image, points=[[30, 20]])
+    inputs = processor(images=image, input_points=[[[[30.0, 20.0]]]], return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs)
+    assert scores[0] == pytest.approx(outputs.iou_scores.max().item(), abs=1e-6)
+    assert masks.shape == (1, 50, 90)
+
+
+def test_automatic_masks_at_another_size(model_dir, image):
+    model = load_model(model_dir)
+    masks, scores = generate_masks(
+        model, load_processor(model_dir, model), image, size=96, points_per_side=4, pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+    )
+    assert masks.shape[1:] == (50, 90) and len(masks) == len(scores) >= 1
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_overlay_colours_only_the_masks(image):
+    masks = np.zeros((1, 50, 90), dtype=bool)
+    masks[0, 10:20, 10:30] = True
+    overlay = np.asarray(overlay_masks(image, masks))
+    original = np.asarray(image)
+    assert np.array_equal(overlay[~masks[0]], original[~masks[0]])
+    assert not np.array_equal(overlay[masks[0]], original[masks[0]])
+
+
+def test_cli_writes_masks_and_overlay(model_dir, image, tmp_path, capsys):
+    image.save(tmp_path / "image.png")
+    output = tmp_path / "out"
+    args = ["segment", str(tmp_path / "image.png"), "--model", model_dir, "--box", "5", "5", "60", "40"]
+    assert main(args + ["--point", "30", "20", "--size", "96", "--output", str(output)]) == 0
+    mask = Image.open(output / "mask_00.png")
+    assert mask.size == (90, 50) and set(np.unique(np.asarray(mask))) <= {0, 255}
+    assert Image.open(output / "overlay.png").size == (90, 50)
+    assert main(["segment", str(tmp_path / "image.png"), "--model", model_dir]) == 1
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert main(["segment", str(tmp_path / "broken.png"), "--model", model_dir, "--box", "0", "0", "5", "5"]) == 1
+    assert "error" in capsys.readouterr().err
