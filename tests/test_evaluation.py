@@ -133,6 +133,20 @@ def test_resume_after_an_interruption_recomputes_nothing_finished(tiny_model_dir
             assert by_id[sample_id]["prompt"]["boxes"] == [mask_box(dataset[index]["mask"]).tolist()]
 
 
+def test_other_weights_at_the_same_path_are_recomputed(image_folder, tmp_path):
+    """Resumed records belong to the weights that made them: a retrained model saved over the old one is re-run."""
+    model_path = tmp_path / "model"
+    settings = dict(sizes=[64], prompt="box", batch_size=5, output_dir=tmp_path / "run")
+    save_tiny_model(model_path, seed=4)
+    evaluate(str(model_path), str(image_folder), **settings)
+    save_tiny_model(model_path, seed=5)  # "retrained": same path, new weights
+    computed = []
+    evaluate(str(model_path), str(image_folder), on_records=computed.extend, **settings)
+    assert len(computed) == NUM_SAMPLES
+    runs = read_records(tmp_path / "run" / "samples.jsonl").values()
+    assert len({next(iter(by_id.values()))["run"]["weights"] for by_id in runs}) == 2
+
+
 def test_bad_inputs_are_skipped_with_reasons_and_the_run_continues(tiny_model_dir, tmp_path):
     root = tmp_path / "bad"
     _write_sample(root, "good1", (48, 64), (10, 10, 30, 40), seed=0)

@@ -23,6 +23,7 @@ Skipped samples (unreadable image, mask of another size, empty mask, image too s
 reason, counted in the summary and not retried on resume.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -85,6 +86,19 @@ def load_model(name: str | os.PathLike):
     from .modeling_basam import BaSamModel
 
     return BaSamModel.from_pretrained(resolve_model(name)).eval()
+
+
+@torch.no_grad()
+def weights_fingerprint(model: torch.nn.Module, samples_per_tensor: int = 1024) -> str:
+    """A short hash of the model's weights (names, shapes and evenly spaced values of every tensor), so that resumed
+    records are reused only for the very same weights: a retrained model saved to the same path must be recomputed."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // samples_per_tensor)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(flat[::step].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def sam_variant(model):
@@ -409,12 +423,14 @@ def evaluate(
     accelerator.wait_for_everyone()  # the main process may still be writing an earlier run's records
     previous = read_records(records_path) if records_path is not None else {}
 
+    fingerprint = weights_fingerprint(model)
     variants = [("ba", model)] + ([("sam", sam_variant(model))] if compare_sam else [])
     results = []
     for variant, variant_model in variants:
         for size in sizes:
             run = {
                 "model": model_name,
+                "weights": fingerprint,
                 "variant": variant,
                 "dataset": dataset_name,
                 "split": split,
