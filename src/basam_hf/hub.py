@@ -17,7 +17,6 @@ from typing import Any
 
 from .configuration_basam import BA_FIELDS
 
-
 # The embedded default model (safetensors + config + processor files) ships in the package's `default/` folder.
 DEFAULT_MODEL_NAME = "default"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"

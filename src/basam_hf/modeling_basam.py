@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.sam.modeling_sam import (
     SamImageSegmentationOutput,
     SamMaskDecoder,
+    SamMLPBlock,
     SamModel,
     SamPositionalEmbedding,
     SamPreTrainedModel,
@@ -20,9 +22,7 @@ from transformers.models.sam.modeling_sam import (
     SamVisionEncoderOutput,
     SamVisionLayer,
     SamVisionNeck,
-    SamMLPBlock,
 )
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.processing_utils import Unpack
 from transformers.utils.generic import TransformersKwargs, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs

@@ -43,15 +43,6 @@ import numpy as np
 import torch
 from accelerate.tracking import GeneralTracker
 
-from .conversion import is_ba_parameter
-from .data import (
-    SampleError,
-    SegmentationDataset,
-    load_segmentation_dataset,
-    parse_prompt,
-    prompts_from_mask,
-    sample_rng,
-)
 from .checkpoints import (
     CHECKPOINTS_DIR,
     check_resume_compatible,
@@ -61,6 +52,15 @@ from .checkpoints import (
     replace_directory,
     resolve_resume,
     save_checkpoint,
+)
+from .conversion import is_ba_parameter
+from .data import (
+    SampleError,
+    SegmentationDataset,
+    load_segmentation_dataset,
+    parse_prompt,
+    prompts_from_mask,
+    sample_rng,
 )
 from .hub import hub_id_or_none, resolve_model
 from .losses import LOSSES, mask_targets, training_loss
