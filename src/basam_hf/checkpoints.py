@@ -68,25 +68,26 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def _move_aside(path: Path) -> Path:
+    """Rename `path` to a hidden `.trash-` sibling (replacing a stale one) and return it."""
+    trash = path.with_name(f".trash-{path.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    return trash
+
+
 def replace_directory(source: Path, target: Path) -> None:
     """Move the finished folder `source` to `target` with `os.replace` (same parent, so a rename). An existing
     `target` is first renamed aside and deleted afterwards, so `target` is never a mix of old and new files."""
-    if target.exists():
-        trash = target.with_name(f".trash-{target.name}")
+    trash = _move_aside(target) if target.exists() else None
+    os.replace(source, target)
+    if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
-        os.replace(target, trash)
-        os.replace(source, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(source, target)
 
 
 def _remove_directory(path: Path) -> None:
     """Rename, then delete: an interrupted deletion leaves a hidden folder, never a half-deleted checkpoint."""
-    trash = path.with_name(f".trash-{path.name}")
-    shutil.rmtree(trash, ignore_errors=True)
-    os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(_move_aside(path), ignore_errors=True)
 
 
 def remove_stale_temporaries(root: Path) -> None:

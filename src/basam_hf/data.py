@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .processing_basam import rle_to_mask
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 # Columns tried, in order, when no mask column is given (only `Image` features qualify, so a class-label column named
 # `label` is never mistaken for a mask).
@@ -609,8 +611,7 @@ def rle_decode(rle: dict) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.int64)
     if counts.sum() != height * width or (counts < 0).any():
         raise ValueError(f"RLE run lengths sum to {counts.sum()}, expected {height}x{width} = {height * width}")
-    values = np.arange(len(counts)) % 2 == 1
-    return np.repeat(values, counts).reshape(width, height).T
+    return rle_to_mask({"size": (height, width), "counts": counts})
 
 
 def rle_string_to_counts(encoded: str | bytes) -> list[int]:
