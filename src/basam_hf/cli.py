@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 from .configuration_basam import BA_FIELDS as BA_OPTION_NAMES
@@ -120,6 +121,40 @@ def add_evaluate_command(commands) -> None:
     evaluate.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
     evaluate.add_argument("--cpu", action="store_true", help="run on CPU even if an accelerator is available")
     evaluate.set_defaults(func=_evaluate)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .study import OVERLAY_FILE, PLOT_FILE, RESULTS_TABLE, compare
+
+    try:
+        seed = {} if args.seed is None else {"seed": args.seed}
+        summary = compare(args.model, args.sizes, num_samples=args.samples, output_dir=args.output, **seed)
+    except (OSError, ValueError) as error:  # missing model, bad size: the message says which
+        print(f"basam-hf compare: error: {error}", file=sys.stderr)
+        return 1
+    print((Path(args.output) / RESULTS_TABLE).read_text(encoding="utf-8"), end="")
+    seconds = sum(result["seconds"] for result in summary["results"])
+    print(
+        f"\nEvaluated in {seconds:.0f} s. Table: {RESULTS_TABLE}, plot: {PLOT_FILE}, masks: {OVERLAY_FILE} in {args.output}"
+    )
+    return 0
+
+
+def add_compare_command(commands) -> None:
+    """The `compare` subcommand ([`basam_hf.study.compare`])."""
+    compare = commands.add_parser(
+        "compare",
+        help="BA-SAM vs the same weights with BA off, on generated scenes at several input sizes (offline)",
+        description="Render held-out synthetic scenes at each size, segment them from their boxes with the model "
+        "(BA-SAM) and with the same weights as plain SAM (BA off), print the mean IoU per size and write the table, "
+        "a plot and a picture of the predicted masks. Needs no download with the embedded default model.",
+    )
+    compare.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
+    compare.add_argument("--sizes", type=int, nargs="+", default=None, help="input sizes (default: 1x, 2x, 3x)")
+    compare.add_argument("--samples", type=int, default=16, help="scenes per size (default: %(default)s)")
+    compare.add_argument("--seed", type=int, default=None, help="scene seed (default: the held-out test scenes)")
+    compare.add_argument("--output", default="basam-compare", help="output folder (default: %(default)s)")
+    compare.set_defaults(func=_compare)
 
 
 def add_ba_options(parser: argparse.ArgumentParser) -> None:
@@ -332,8 +367,13 @@ def _segment(args: argparse.Namespace) -> int:
         processor = load_processor(args.model, model)
         if args.automatic:
             masks, scores = generate_masks(
-                model, processor, image, size=args.size, points_per_side=args.points_per_side,
-                pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
+                model,
+                processor,
+                image,
+                size=args.size,
+                points_per_side=args.points_per_side,
+                pred_iou_thresh=args.pred_iou_thresh,
+                stability_score_thresh=args.stability_score_thresh,
             )
         else:
             points = list(args.point or []) + list(args.negative_point or [])
@@ -368,7 +408,9 @@ def add_segment_command(commands) -> None:
     segment.add_argument("--points-per-side", type=int, default=16)
     segment.add_argument("--pred-iou-thresh", type=float, default=0.88)
     segment.add_argument("--stability-score-thresh", type=float, default=0.95)
-    segment.add_argument("--size", type=int, default=None, help="model input size (longest edge), any multiple of the patch size")
+    segment.add_argument(
+        "--size", type=int, default=None, help="model input size (longest edge), any multiple of the patch size"
+    )
     segment.add_argument("--output", default="segment-output", help="output folder")
     segment.set_defaults(func=_segment)
 
@@ -381,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="repo id, folder, or `default` (the package defaults)")
     info.set_defaults(func=_info)
     add_evaluate_command(commands)
+    add_compare_command(commands)
     add_finetune_command(commands)
     add_push_command(commands)
     add_segment_command(commands)

@@ -101,27 +101,34 @@ def weights_fingerprint(model: torch.nn.Module, samples_per_tensor: int = 1024) 
     return digest.hexdigest()[:16]
 
 
-def sam_variant(model):
-    """The same weights with BA switched off (`bias_mode="none"`, `attention_scaling="none"`): a new `BaSamModel`
-    built from the model's config with those two fields, loading the model's state dict. BaSamModel with BA off
-    computes exactly what `SamModel` computes, so this is SAM's behaviour with these weights; BA parameters
-    (`coefficient`, `slopes`) have no place in it and are dropped."""
-    from .configuration_basam import BaSamConfig
+def ba_variant(model, **ba_settings):
+    """The same weights under other BA settings (vision-config fields, e.g. `bias_mode="coefficient"`): a new
+    `BaSamModel` built from the model's config with those fields, loading the model's state dict. BA parameters the
+    new settings have no place for are dropped; those they add (`coefficient`, `slopes`) get their initial values."""
+    from .configuration_basam import BA_FIELDS, BaSamConfig
     from .conversion import is_ba_parameter
     from .modeling_basam import BaSamModel
 
+    unknown = sorted(set(ba_settings) - set(BA_FIELDS))
+    if unknown:
+        raise ValueError(f"Not BA settings: {unknown}; a variant keeps the weights and changes only {list(BA_FIELDS)}.")
     config_dict = model.config.to_dict()
-    config_dict["vision_config"].update(BA_OFF)
+    config_dict["vision_config"].update(ba_settings)
     config = BaSamConfig.from_dict(config_dict)
     config._attn_implementation = model.config._attn_implementation
-    sam = BaSamModel(config)
-    missing, unexpected = sam.load_state_dict(model.state_dict(), strict=False)
+    variant = BaSamModel(config)
+    missing, unexpected = variant.load_state_dict(model.state_dict(), strict=False)
+    missing = [key for key in missing if not is_ba_parameter(key)]
     unexpected = [key for key in unexpected if not is_ba_parameter(key)]
     if missing or unexpected:
-        raise RuntimeError(
-            f"BA-off copy does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}."
-        )
-    return sam.to(device=model.device, dtype=model.dtype).eval()
+        raise RuntimeError(f"BA variant does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+    return variant.to(device=model.device, dtype=model.dtype).eval()
+
+
+def sam_variant(model):
+    """The same weights with BA switched off (`bias_mode="none"`, `attention_scaling="none"`, see [`ba_variant`]).
+    BaSamModel with BA off computes exactly what `SamModel` computes, so this is SAM's behaviour with these weights."""
+    return ba_variant(model, **BA_OFF)
 
 
 def load_processor(name: str | os.PathLike | None, model):
@@ -353,6 +360,7 @@ def evaluate(
     jitter: float = 0.0,
     negatives: int = 0,
     on_records: Callable[[list[dict]], None] | None = None,
+    label: str | None = None,
 ) -> dict:
     """Evaluate a model on a segmentation dataset at several input sizes; returns the summary (on every process).
 
@@ -373,6 +381,7 @@ def evaluate(
         accelerator: an `accelerate.Accelerator` (default: [`make_accelerator`], configured by the launcher).
         jitter, negatives: see [`basam_hf.data.prompts_from_mask`].
         on_records: called on every process with each batch's gathered new records (progress reporting, tests).
+        label: the model's name in progress bars (default: BA-SAM, and SAM for the `compare_sam` copy).
     """
     from tqdm.auto import tqdm
 
@@ -449,8 +458,8 @@ def evaluate(
                     _SafeSamples(dataset.subset(remaining)), batch_size=batch_size, collate_fn=_collate
                 )
                 loader = accelerator.prepare(loader)
-                label = f"{VARIANT_LABELS[variant]} @ {size}"
-                for batch in tqdm(loader, desc=label, disable=not accelerator.is_local_main_process):
+                description = f"{label or VARIANT_LABELS[variant]} @ {size}"
+                for batch in tqdm(loader, desc=description, disable=not accelerator.is_local_main_process):
                     records = [{"run": run, **record} for record in predict(batch)]
                     # Every process gets all records of this step; duplicates padding the last batches are dropped.
                     records = accelerator.gather_for_metrics(records, use_gather_object=True)
@@ -613,11 +622,12 @@ def write_reports(summary: dict, output_dir: Path) -> None:
 
 __all__ = [
     "PROTOCOLS",
+    "ba_variant",
     "build_summary",
     "evaluate",
     "load_model",
-    "make_accelerator",
     "load_processor",
+    "make_accelerator",
     "markdown_table",
     "official_click",
     "plot_metrics",

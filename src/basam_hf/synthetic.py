@@ -32,6 +32,8 @@ from PIL import Image, ImageFilter
 if TYPE_CHECKING:
     import datasets
 
+    from .data import SegmentationDataset
+
 OBJECT_KINDS = ("ellipse", "rectangle", "polygon", "star", "blob", "ring")
 TEXTURE_KINDS = ("solid", "stripes", "checker", "dots", "noise", "marble", "gradient")
 # The object's visible area, as a fraction of the image, is kept inside these bounds (checked on the canonical grid
@@ -759,6 +761,23 @@ def save_synthetic_dataset(
     dataset = make_synthetic_dataset(num_samples, size, seed, **knobs)
     dataset.save_to_disk(str(path))
     return dataset
+
+
+def synthetic_segmentation_dataset(
+    num_samples: int, size: int | tuple[int, int] = 256, seed: int = 0, **knobs
+) -> "SegmentationDataset":
+    """The samples of `make_synthetic_dataset(...)` as a [`basam_hf.data.SegmentationDataset`], rendered when read
+    (nothing is encoded or stored): for evaluating at many sizes without writing a dataset per size."""
+    from .data import SegmentationDataset
+
+    seeds = dataset_seeds(num_samples, seed)
+
+    def read(index: int) -> dict:
+        sample = render_sample(seeds[index], size, **knobs)
+        return {"id": sample["id"], "image": sample["image"], "mask": np.asarray(sample["mask"]) > 127}
+
+    info = {"source": f"synthetic(seed={seed})", "split": None, "size": list(_parse_size(size)), "knobs": knobs}
+    return SegmentationDataset([sample_id(s) for s in seeds], read, info)
 
 
 def write_synthetic_image_folder(

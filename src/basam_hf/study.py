@@ -1,0 +1,217 @@
+"""Resolution studies: one model's quality on synthetic scenes rendered at several input sizes, under several BA
+settings, with the same weights.
+
+Each size gets its own rendering of the same scenes (`basam_hf.synthetic`: a scene is a function of its seed, so a
+2x image shows the same objects with twice as many pixels), fed to the model at that size: the token count grows with
+the square of the size, as for a photo taken at a higher resolution. Prompts are boxes from the ground truth.
+
+[`run_study`] evaluates every (variant, size) with [`basam_hf.evaluation.evaluate`], keeps one JSON per pair in the
+output folder (a rerun reuses them: long studies resume), and writes `results.md` (a table of mIoU, sizes across),
+`results.json` and `miou_vs_size.png`. [`overlay_grid`] draws one scene's predicted masks per variant and size.
+"""
+
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .configuration_basam import BA_FIELDS
+from .data import SegmentationDataset, mask_box
+from .evaluation import (
+    BA_OFF,
+    ba_variant,
+    build_summary,
+    evaluate,
+    load_model,
+    load_processor,
+    plot_metrics,
+    weights_fingerprint,
+)
+from .segment import overlay_masks, segment_image
+from .synthetic import dataset_seeds, render_sample, synthetic_segmentation_dataset
+
+# The default model's held-out test scenes (scripts/train_default_model.py never trains on them).
+HELD_OUT_SEED = 102
+RESULTS_JSON = "results.json"
+RESULTS_TABLE = "results.md"
+PLOT_FILE = "miou_vs_size.png"
+OVERLAY_FILE = "overlay.png"
+# The two variants of `basam-hf compare`: the model as configured, and the same weights as plain SAM.
+COMPARE_VARIANTS = {"BA-SAM": {}, "SAM (BA off)": dict(BA_OFF)}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _rendered(dataset: SegmentationDataset) -> SegmentationDataset:
+    """The dataset with its samples rendered once, for the many variants evaluated on it."""
+    samples = [dataset[index] for index in range(len(dataset))]
+    return SegmentationDataset(dataset.ids, samples.__getitem__, dataset.info)
+
+
+def ba_settings(model) -> dict:
+    """The BA fields of a model's vision config."""
+    return {name: getattr(model.config.vision_config, name) for name in BA_FIELDS}
+
+
+def build_variants(model, variants: Mapping[str, Mapping | object]) -> dict:
+    """`{name: model}`: a mapping value is a set of BA settings applied to `model`'s weights ([`ba_variant`]; `{}`
+    is the model itself), anything else is taken as a model (or a name for [`load_model`])."""
+    built = {}
+    for name, spec in variants.items():
+        if isinstance(spec, Mapping):
+            built[name] = ba_variant(model, **spec) if spec else model
+        else:
+            built[name] = load_model(spec) if isinstance(spec, (str, os.PathLike)) else spec
+    return built
+
+
+def run_study(
+    model,
+    variants: Mapping[str, Mapping | object],
+    sizes: Sequence[int],
+    *,
+    num_samples: int = 64,
+    seed: int = HELD_OUT_SEED,
+    prompt: str = "box",
+    output_dir: str | os.PathLike | None = None,
+    accelerator=None,
+) -> dict:
+    """Evaluate `variants` (see [`build_variants`]) of `model` on `num_samples` synthetic scenes rendered at each
+    size; returns the summary (as [`basam_hf.evaluation.evaluate`]'s, one result per variant and size, `model` being
+    the variant's name). With `output_dir`, results are cached per (variant, size) and the reports are written."""
+    model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+    models = build_variants(model, variants)
+    output = Path(output_dir) if output_dir is not None else None
+    if output is not None:
+        (output / "runs").mkdir(parents=True, exist_ok=True)
+    results, dataset = [], None
+    for size in sizes:
+        dataset = _rendered(synthetic_segmentation_dataset(num_samples, size, seed))
+        for name, variant in models.items():
+            # A cached result is reused only for the same weights, BA settings and scenes.
+            key = {"weights": weights_fingerprint(variant), "ba": ba_settings(variant), "scenes": [num_samples, seed]}
+            cache = output / "runs" / f"{_slug(name)}-{size}.json" if output is not None else None
+            if cache is not None and cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+                results.append(json.loads(cache.read_text()))
+                continue
+            start = time.perf_counter()
+            summary = evaluate(
+                variant, dataset, sizes=[size], prompt=prompt, seed=seed, accelerator=accelerator, label=name
+            )
+            seconds = round(time.perf_counter() - start, 1)
+            result = {**summary["results"][0], "model": name, "key": key, "seconds": seconds}
+            if cache is not None:
+                cache.write_text(json.dumps(result, indent=2) + "\n")
+            results.append(result)
+    summary = build_summary(
+        results,
+        model=str(getattr(model, "name_or_path", "model")),
+        dataset=f"synthetic (seed {seed}, {num_samples} scenes rendered at each size)",
+        split=None,
+        prompt=prompt,
+        protocol="standard",
+        sizes=list(sizes),
+        seed=seed,
+        jitter=0.0,
+        negatives=0,
+        dataset_info=dataset.info if dataset is not None else {},
+    )
+    summary["variants"] = {
+        name: dict(spec) if isinstance(spec, Mapping) else str(spec) for name, spec in variants.items()
+    }
+    if output is not None:
+        write_study_reports(summary, output)
+    return summary
+
+
+def study_table(summary: dict, metric: str = "iou") -> str:
+    """A Markdown table: one row per variant, one column per size, the mean `metric` in each cell."""
+    sizes = sorted({result["size"] for result in summary["results"]})
+    cells = {(result["model"], result["size"]): result["metrics"].get(metric) for result in summary["results"]}
+    names = list(dict.fromkeys(result["model"] for result in summary["results"]))
+    base = sizes[0]
+    lines = [
+        "| variant | " + " | ".join(f"{size} px ({size / base:g}×)" for size in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for name in names:
+        values = [cells.get((name, size)) for size in sizes]
+        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_study_reports(summary: dict, output_dir: str | os.PathLike) -> None:
+    """`results.json`, `results.md` (mIoU and MAE tables) and `miou_vs_size.png` in `output_dir`."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / RESULTS_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    text = (
+        f"{summary['dataset']}, prompt `{summary['prompt']}`, model `{summary['model']}`.\n\n"
+        f"Mean IoU (higher is better):\n\n{study_table(summary, 'iou')}\n"
+        f"Mean absolute error (lower is better):\n\n{study_table(summary, 'mae')}"
+    )
+    (output / RESULTS_TABLE).write_text(text, encoding="utf-8")
+    plot_metrics({**summary, "metric_names": ["iou", "mae"], "dataset": "synthetic"}, output / PLOT_FILE)
+
+
+def overlay_grid(
+    models: Mapping[str, object], sizes: Sequence[int], scene: int = 0, seed: int = HELD_OUT_SEED, tile: int = 256
+) -> Image.Image:
+    """One synthetic scene at each size (columns), segmented from its ground-truth box by each model (rows): the
+    predicted mask over the image, the box in white, each tile scaled to `tile` pixels with its label and IoU."""
+    sample_seed = dataset_seeds(scene + 1, seed)[scene]
+    label_height = 16
+    grid = Image.new("RGB", (tile * len(sizes), (tile + label_height) * len(models)), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, size in enumerate(sizes):
+        sample = render_sample(sample_seed, size)
+        truth = np.asarray(sample["mask"]) > 127
+        box = mask_box(truth).tolist()
+        for row, (name, model) in enumerate(models.items()):
+            processor = load_processor(None, model)
+            masks, _ = segment_image(model, processor, sample["image"], boxes=[box], size=size)
+            iou = (masks[0] & truth).sum() / max((masks[0] | truth).sum(), 1)
+            picture = overlay_masks(sample["image"], masks[:1])
+            ImageDraw.Draw(picture).rectangle(box, outline="white", width=max(1, size // 256))
+            top = row * (tile + label_height)
+            grid.paste(picture.resize((tile, tile), Image.Resampling.BILINEAR), (column * tile, top + label_height))
+            draw.text((column * tile + 3, top + 2), f"{name} @ {size}px  IoU {iou:.2f}", fill="black")
+    return grid
+
+
+def compare(
+    model="default",
+    sizes: Sequence[int] | None = None,
+    *,
+    num_samples: int = 16,
+    seed: int = HELD_OUT_SEED,
+    output_dir: str | os.PathLike = "basam-compare",
+) -> dict:
+    """The package's showcase: `model` with its BA settings against the same weights with BA off, on held-out
+    synthetic scenes at several sizes (default 1x, 2x and 3x the model's training size). Writes the reports of
+    [`run_study`] and `overlay.png` to `output_dir`; returns the summary."""
+    model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+    base = model.config.vision_config.image_size
+    sizes = list(sizes or [base, 2 * base, 3 * base])
+    summary = run_study(model, COMPARE_VARIANTS, sizes, num_samples=num_samples, seed=seed, output_dir=output_dir)
+    overlay_grid(build_variants(model, COMPARE_VARIANTS), sizes, seed=seed).save(Path(output_dir) / OVERLAY_FILE)
+    return summary
+
+
+__all__ = [
+    "COMPARE_VARIANTS",
+    "HELD_OUT_SEED",
+    "build_variants",
+    "compare",
+    "overlay_grid",
+    "run_study",
+    "study_table",
+    "write_study_reports",
+]
