@@ -3,8 +3,11 @@
 What it does, all seeded:
 1. builds a small `BaSamConfig` (defaults below: ViT 128 wide, 8 layers, 4 heads, windows of 4 tokens with global
    layers 3 and 7, 256 px input with 16 px patches = 16 x 16 tokens, neck / prompt encoder / mask decoder 64 wide,
-   2 decoder layers; BA as the package default: `bias_mode="distance"`, `attention_scaling="log_length"`,
-   `pretrain_image_size=256`). 1.96 M parameters, 7.5 MB of float32 safetensors. Initialisation: SAM's vision
+   2 decoder layers). It is trained as plain SAM (`bias_mode="none"`, `attention_scaling="none"`), like the SAM
+   checkpoints BA-SAM is applied to zero-shot; the installed copy gets the package's default BA settings
+   (`bias_mode="distance"`, `attention_scaling="log_length"`, `pretrain_image_size=256`), which act only away from
+   the training size (at 256 px the log-length factor is 1; the distance bias does change attention there, see
+   `examples/resolution_study.py` for what each setting does at 1x to 4x). 1.96 M parameters, 7.5 MB of float32 safetensors. Initialisation: SAM's vision
    `initializer_range` (1e-10, meant for loading pretrained weights) is replaced by 0.02, and SAM's random Fourier
    matrix (`shared_image_embedding`, never trained) is redrawn with std 1 as in segment-anything (transformers draws
    it with std `hidden_size // 2` = 64 here: about 64 cycles per image on a 16 x 16 token grid, so the positional
@@ -58,6 +61,8 @@ DEFAULT_DIR = REPO / "src" / "basam_hf" / "default"
 
 TRAIN_SEED, VAL_SEED, TEST_SEED = 100, 101, 102  # dataset seeds: disjoint sample seeds (synthetic.dataset_seeds)
 DATA_META = "data.json"
+# The package's default BA settings (chosen from examples/resolution_study.py), given to the installed model.
+INSTALLED_BA = {"bias_mode": "distance", "attention_scaling": "log_length"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,8 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--window-size", type=int, default=4)
     parser.add_argument("--global-layers", type=int, nargs="+", default=[3, 7])
     parser.add_argument("--output-channels", type=int, default=64, help="neck, prompt encoder and mask decoder width")
-    parser.add_argument("--bias-mode", default="distance")
-    parser.add_argument("--attention-scaling", default="log_length")
+    parser.add_argument("--bias-mode", default="none", help="BA while training (none: plain SAM)")
+    parser.add_argument("--attention-scaling", default="none")
     # Data.
     parser.add_argument("--train-samples", type=int, default=8000)
     parser.add_argument("--val-samples", type=int, default=128)
@@ -100,6 +105,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip-training", action="store_true", help="only evaluate / install an existing run")
     parser.add_argument("--install-default", action="store_true", help=f"copy the chosen model into {DEFAULT_DIR}")
     parser.add_argument("--install-from", choices=["best", "final"], default="best")
+    parser.add_argument(
+        "--install-dir", type=Path, default=DEFAULT_DIR, help="where to install (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--install-ba",
+        nargs="*",
+        default=[f"{key}={value}" for key, value in INSTALLED_BA.items()],
+        metavar="FIELD=VALUE",
+        help="BA settings written into the installed config (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -206,16 +221,28 @@ def test_model(folder: Path, test_path: Path, args: argparse.Namespace) -> dict:
     return results
 
 
-def install_default(folder: Path) -> None:
-    """Replace the package's embedded model with the files of `folder`."""
+def parse_ba(pairs: list[str]) -> dict:
+    """`["bias_mode=distance", "bias_slope_scale=0.5"]` -> `{"bias_mode": "distance", "bias_slope_scale": 0.5}`."""
+    settings = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        settings[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+    return settings
+
+
+def install_default(folder: Path, target: Path, ba_settings: dict) -> None:
+    """Replace the model in `target` with `folder`'s weights and processor, under `ba_settings` (saved with the
+    code files, so it loads like any BA-SAM folder)."""
+    from basam_hf import BaSamModel, save_pretrained_with_processor
+    from basam_hf.evaluation import ba_variant, load_processor
+
     if not (folder / "config.json").is_file():
         raise SystemExit(f"{folder} is not a saved model folder.")
-    shutil.rmtree(DEFAULT_DIR, ignore_errors=True)
-    DEFAULT_DIR.mkdir(parents=True)
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            shutil.copy2(path, DEFAULT_DIR / path.name)
-    print(f"Copied {folder} into {DEFAULT_DIR}.", flush=True)
+    model = BaSamModel.from_pretrained(folder)
+    processor = load_processor(str(folder), model)
+    shutil.rmtree(target, ignore_errors=True)
+    save_pretrained_with_processor(ba_variant(model, **ba_settings), str(target), processor=processor)
+    print(f"Installed {folder} into {target} with {ba_settings}.", flush=True)
 
 
 def main(argv=None) -> int:
@@ -272,7 +299,10 @@ def main(argv=None) -> int:
     (args.output_dir / "test_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     if args.install_default:
-        install_default(args.output_dir / args.install_from)
+        install_default(args.output_dir / args.install_from, args.install_dir, parse_ba(args.install_ba))
+        results["installed"] = {"ba": parse_ba(args.install_ba)} | test_model(args.install_dir, data["test"], args)
+        (args.install_dir / "test_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (args.output_dir / "test_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
 
 

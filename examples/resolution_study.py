@@ -1,0 +1,107 @@
+"""The resolution study: does BA keep a model's quality as the token count grows?
+
+The embedded default model was trained as plain SAM at 256 px (16 x 16 tokens; scripts/train_default_model.py).
+This script evaluates it zero-shot at 1x, 1.5x, 2x, 3x and 4x that size (up to 64 x 64 tokens) on held-out synthetic
+scenes rendered at each size, with box prompts, under every BA setting below (same weights, only the attention
+changes), plus two fine-tuned models: the default model fine-tuned at 2x with the package's default BA settings,
+and, as the control that separates "BA" from "fine-tuned at a larger size", fine-tuned the same way with BA off.
+
+    python examples/resolution_study.py --output examples/resolution_study   # about 40 min on 2 CPU cores
+
+Results (cached per variant and size, so an interrupted run resumes) go to `OUTPUT/results.md`, `results.json` and
+`miou_vs_size.png`, plus `overlay.png` (one scene, each size, a few variants). `--finetune-steps 0` skips the
+fine-tuning. A quick check of the whole path: `--samples 4 --scales 1 2 --finetune-steps 2`.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from basam_hf.evaluation import BA_OFF, ba_variant, load_model
+from basam_hf.study import HELD_OUT_SEED, OVERLAY_FILE, build_variants, overlay_grid, run_study, study_table
+from basam_hf.synthetic import synthetic_segmentation_dataset
+from basam_hf.training import finetune
+
+LOG = {"attention_scaling": "log_length"}
+DISTANCE = {"bias_mode": "distance", "distance_unit": "token", "bias_slope_scale": 1.0}
+# name -> BA settings applied to the same weights (zero-shot). The package default is "distance + log-length".
+ZERO_SHOT = {
+    "SAM (BA off)": BA_OFF,
+    "log-length scale only": {**BA_OFF, **LOG},
+    "distance only": {**DISTANCE, "attention_scaling": "none"},
+    "distance + log-length": {**DISTANCE, **LOG},
+    "distance (pretrain grid) + log-length": {**DISTANCE, **LOG, "distance_unit": "pretrain_grid"},
+    "distance x0.25 + log-length": {**DISTANCE, **LOG, "bias_slope_scale": 0.25},
+    "distance x4 + log-length": {**DISTANCE, **LOG, "bias_slope_scale": 4.0},
+    "coefficient + log-length": {"bias_mode": "coefficient", **LOG},
+}
+# name -> BA settings of a fine-tuned model (and of its control).
+FINE_TUNED = {"fine-tuned with BA": {**DISTANCE, **LOG}, "fine-tuned, BA off": BA_OFF}
+TRAIN_SEED = 100  # the default model's training scenes, here rendered at the fine-tuning size
+OVERLAY_VARIANTS = ("SAM (BA off)", "distance + log-length", "fine-tuned with BA")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default", help="model trained at one size (default: the embedded one)")
+    parser.add_argument("--output", type=Path, default=Path("resolution-study"), help="output folder")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1, 1.5, 2, 3, 4], help="sizes / training size")
+    parser.add_argument("--samples", type=int, default=64, help="held-out scenes per size")
+    parser.add_argument("--finetune-steps", type=int, default=300, help="0: no fine-tuned models")
+    parser.add_argument("--finetune-scale", type=float, default=2.0, help="fine-tuning size / training size")
+    parser.add_argument("--finetune-batch-size", type=int, default=4)
+    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    return parser.parse_args(argv)
+
+
+def sizes_for(base: int, patch: int, scales: list[float]) -> list[int]:
+    """`base * scale` rounded to a multiple of the patch size, for each scale."""
+    return [max(patch, round(base * scale / patch) * patch) for scale in scales]
+
+
+def fine_tuned_models(model, args: argparse.Namespace, size: int) -> dict[str, str]:
+    """Fine-tune a copy of `model` at `size` per entry of FINE_TUNED (resumable); returns {name: final folder}."""
+    train = synthetic_segmentation_dataset(args.finetune_steps * args.finetune_batch_size, size, seed=TRAIN_SEED)
+    folders = {}
+    for name, settings in FINE_TUNED.items():
+        run = args.output / "finetune" / name.replace(" ", "-").replace(",", "")
+        if not (run / "final" / "config.json").is_file():
+            finetune(
+                ba_variant(model, **settings),
+                train,
+                output_dir=run,
+                train_sizes=[size],
+                prompt="box",
+                learning_rate=args.finetune_lr,
+                max_grad_norm=1.0,
+                batch_size=args.finetune_batch_size,
+                epochs=1,
+                max_steps=args.finetune_steps,
+                save_steps=max(1, args.finetune_steps // 3),
+                keep_last=1,
+                resume=True,
+                log_with=[],
+            )
+        folders[name] = str(run / "final")
+    return folders
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    model = load_model(args.model)
+    vision = model.config.vision_config
+    sizes = sizes_for(vision.image_size, vision.patch_size, args.scales)
+    variants: dict = dict(ZERO_SHOT)
+    if args.finetune_steps > 0:
+        size = sizes_for(vision.image_size, vision.patch_size, [args.finetune_scale])[0]
+        variants.update(fine_tuned_models(model, args, size))
+    summary = run_study(model, variants, sizes, num_samples=args.samples, output_dir=args.output)
+    shown = {name: variants[name] for name in OVERLAY_VARIANTS if name in variants}
+    overlay_grid(build_variants(model, shown), sizes, seed=HELD_OUT_SEED).save(args.output / OVERLAY_FILE)
+    print(study_table(summary), end="")
+    print(f"Reports in {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
