@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .app import add_demo_command
 from .configuration_basam import BA_FIELDS as BA_OPTION_NAMES
 
 
@@ -427,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_command(commands)
     add_push_command(commands)
     add_segment_command(commands)
+    add_demo_command(commands)
     convert = commands.add_parser("convert-sam", help="turn a SAM checkpoint into BA-SAM (safetensors + code files)")
     convert.add_argument("source", help="SAM repo id (e.g. facebook/sam-vit-base) or folder")
     convert.add_argument("output", help="output folder")
