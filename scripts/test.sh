@@ -10,6 +10,9 @@ python3 -m venv "$VENV"
 # The pinned CPU build first, so that no dependency pulls a CUDA build of torch.
 pip install -q torch==2.13.0
 pip install -q -e ".[dev]"
+# Debian's Chromium + chromedriver for the demo's browser test (tests/test_app.py), when missing; a failure here is
+# reported by that test (skipped outside CI, failed in CI).
+bash scripts/install_browser.sh || echo "scripts/install_browser.sh failed: the demo browser test will skip (fail in CI)."
 # transformers' generic model tests (not in its wheel) for tests/test_modeling_common_basam.py
 python scripts/fetch_transformers_tests.py
 set +e
