@@ -3,6 +3,7 @@ Chromium (Debian's `chromium` + `chromium-driver`, through selenium) against a t
 
 import json
 import os
+import runpy
 import socket
 import subprocess
 import sys
@@ -154,6 +155,20 @@ def test_demo_command_without_default_model_says_so(monkeypatch, tmp_path, capsy
     error = capsys.readouterr().err
     assert error.startswith("basam-hf demo: error: The embedded default BA-SAM model is not in this installation")
     assert "Traceback" not in error
+
+
+def test_space_folder_builds_the_demo(model_dir, monkeypatch):
+    """examples/space is a Gradio Space: metadata naming app.py, which builds the page for BASAM_MODEL."""
+    gr = pytest.importorskip("gradio")
+    import yaml
+
+    space = Path(__file__).resolve().parents[1] / "examples" / "space"
+    metadata = yaml.safe_load((space / "README.md").read_text(encoding="utf-8").split("---")[1])
+    assert metadata["sdk"] == "gradio" and metadata["app_file"] == "app.py"
+    assert "basam-hf[demo]" in (space / "requirements.txt").read_text(encoding="utf-8")
+    monkeypatch.setenv("BASAM_MODEL", model_dir)
+    namespace = runpy.run_path(str(space / metadata["app_file"]))  # not __main__: builds without launching
+    assert isinstance(namespace["demo"], gr.Blocks)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
