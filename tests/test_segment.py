@@ -59,6 +59,18 @@ def test_automatic_masks_at_another_size(model_dir, image):
     assert list(scores) == sorted(scores, reverse=True)
 
 
+def test_points_per_side_sets_the_grid(model_dir, image):
+    model = load_model(model_dir)
+    processor = load_processor(model_dir, model)
+    counts = {}
+    for side in (1, 6):
+        masks, _ = generate_masks(
+            model, processor, image, points_per_side=side, pred_iou_thresh=0.0, stability_score_thresh=0.0
+        )
+        counts[side] = len(masks)
+    assert counts[1] <= 3 < counts[6]  # one point gives at most SAM's three masks
+
+
 def test_overlay_colours_only_the_masks(image):
     masks = np.zeros((1, 50, 90), dtype=bool)
     masks[0, 10:20, 10:30] = True

@@ -10,7 +10,15 @@ from PIL import Image
 from .data import to_rgb
 
 # Distinct, colour-blind-friendly overlay colours (Okabe-Ito), cycled over the masks.
-OVERLAY_COLORS = ((230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0), (204, 121, 167))
+OVERLAY_COLORS = (
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+)
 
 
 @torch.no_grad()
@@ -70,10 +78,19 @@ def segment_image(
 
 
 def generate_masks(
-    model, processor, image: Image.Image, *, size: int | None = None, points_per_batch: int = 64, **pipeline_kwargs
+    model,
+    processor,
+    image: Image.Image,
+    *,
+    size: int | None = None,
+    points_per_side: int = 32,
+    points_per_batch: int = 64,
+    **pipeline_kwargs,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Automatic mask generation (a grid of point prompts, filtered and de-duplicated) with transformers'
-    `mask-generation` pipeline; `pipeline_kwargs` go to the call (`points_per_side`, `pred_iou_thresh`, ...).
+    """Automatic mask generation (a `points_per_side` x `points_per_side` grid of point prompts, filtered and
+    de-duplicated) with transformers' `mask-generation` pipeline; `pipeline_kwargs` go to the call
+    (`pred_iou_thresh`, `stability_score_thresh`, ...). The pipeline calls the grid side `points_per_crop` and
+    ignores names it does not know, so the side is passed under that name here.
 
     Returns:
         `masks` `(n, height, width)` bool and `scores` `(n,)`, best first.
@@ -82,9 +99,13 @@ def generate_masks(
 
     image_processor = processor.image_processor
     if size is not None:
-        image_processor = type(image_processor).from_dict({**image_processor.to_dict(), "size": {"longest_edge": size}})
+        image_processor = type(image_processor).from_dict(
+            {**image_processor.to_dict(), "size": {"longest_edge": size}}
+        )
     generator = pipeline("mask-generation", model=model, image_processor=image_processor, device=model.device)
-    result = generator(to_rgb(image), points_per_batch=points_per_batch, **pipeline_kwargs)
+    result = generator(
+        to_rgb(image), points_per_crop=points_per_side, points_per_batch=points_per_batch, **pipeline_kwargs
+    )
     masks = np.stack([np.asarray(mask, dtype=bool) for mask in result["masks"]]) if result["masks"] else None
     scores = np.asarray([float(score) for score in result["scores"]])
     if masks is None:
