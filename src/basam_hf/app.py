@@ -254,6 +254,14 @@ class DemoModels:
         """Whether the slope scale means something: distance bias with fixed (not learned) slopes."""
         return self.vision_config.bias_mode == "distance" and not self.vision_config.learnable_slopes
 
+    def warm_up(self, size: int) -> None:
+        """One small prediction with the model and with its BA-off copy, so that the first Run's times measure the
+        models rather than one-off start-up costs (and the BA-off copy is loaded before anyone waits for it)."""
+        image = Image.new("RGB", (size, size), (128, 128, 128))
+        prompts = add_click(empty_prompts(), size // 2, size // 2, POSITIVE)
+        for model in (self.model, self.variant(**BA_OFF)):
+            segment_prompts(model, self.processor, image, prompts, size)
+
     def variant(self, **settings) -> Any:
         """The model with `settings` (BA fields) instead of its own; the model itself when they are its own."""
         overrides = {
@@ -448,6 +456,7 @@ def build_demo(
     models = models if models is not None else DemoModels(model)
     vision = models.vision_config
     sizes = SizeRange.for_model(vision.image_size, vision.patch_size, min_size, max_size, size)
+    models.warm_up(sizes.minimum)
     work_dir = Path(tempfile.mkdtemp(prefix="basam-demo-"))
     samples = write_sample_images(work_dir / "samples")
     masks_dir = work_dir / "masks"
