@@ -8,11 +8,13 @@ takes, so the page and the Python API give the very same mask for the same promp
 """
 
 import argparse
+import atexit
 import functools
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -401,6 +403,15 @@ def _short(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _page_error(gr, message: str) -> Exception:
+    """A `gr.Error` shown in the page; not printed again on the server (expected errors need no stack trace there;
+    unexpected ones are logged by [`_readable_errors`])."""
+    try:
+        return gr.Error(message, print_exception=False)
+    except TypeError:  # Gradio versions without print_exception
+        return gr.Error(message)
+
+
 def _readable_errors(function: Callable) -> Callable:
     """Errors as a short message in the page (`gr.Error`), never a stack trace; unexpected ones are logged in full
     on the server."""
@@ -413,12 +424,12 @@ def _readable_errors(function: Callable) -> Callable:
         except gr.Error:
             raise
         except ValueError as error:
-            raise gr.Error(_short(error)) from None
+            raise _page_error(gr, _short(error)) from None
         except MemoryError:
-            raise gr.Error("Out of memory: choose a smaller input size or a smaller image.") from None
+            raise _page_error(gr, "Out of memory: choose a smaller input size or a smaller image.") from None
         except Exception as error:
             logger.exception("demo: %s failed", function.__name__)
-            raise gr.Error(f"{type(error).__name__}: {_short(error)}") from None
+            raise _page_error(gr, f"{type(error).__name__}: {_short(error)}") from None
 
     return wrapper
 
@@ -458,6 +469,7 @@ def build_demo(
     sizes = SizeRange.for_model(vision.image_size, vision.patch_size, min_size, max_size, size)
     models.warm_up(sizes.minimum)
     work_dir = Path(tempfile.mkdtemp(prefix="basam-demo-"))
+    atexit.register(shutil.rmtree, work_dir, ignore_errors=True)  # samples and mask files live as long as the page
     samples = write_sample_images(work_dir / "samples")
     masks_dir = work_dir / "masks"
     own = models.settings
@@ -671,6 +683,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
         print(f"basam-hf demo: error: {error}", file=sys.stderr)
         return 1
     print(f"BA-SAM demo of {args.model}: open http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    # SIGTERM (service managers, the tests) ends the process like Ctrl-C, so exit handlers remove the files.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     demo.launch(
         server_name=args.host,
         server_port=args.port,
