@@ -682,17 +682,21 @@ def run_demo_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:  # missing default model, bad folder or repo id, bad sizes
         print(f"basam-hf demo: error: {error}", file=sys.stderr)
         return 1
-    print(f"BA-SAM demo of {args.model}: open http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    print(f"Starting the BA-SAM demo of {args.model} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     # SIGTERM (service managers, the tests) ends the process like Ctrl-C, so exit handlers remove the files.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        show_error=True,
-        ssr_mode=False,
-        max_file_size=args.max_file_size,
-        quiet=True,
-    )
+    try:
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            show_error=True,
+            ssr_mode=False,
+            max_file_size=args.max_file_size,
+            quiet=True,
+        )
+    except OSError as error:  # port taken, address not available
+        print(f"basam-hf demo: error: {error} (choose another --port or --host)", file=sys.stderr)
+        return 1
     return 0
 
 
