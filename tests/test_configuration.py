@@ -11,7 +11,7 @@ def test_defaults():
     vision = BaSamConfig().vision_config
     assert isinstance(vision, BaSamVisionConfig)
     assert (vision.attention_scaling, vision.bias_mode, vision.bias_distance) == ("log_length", "distance", "manhattan")
-    assert (vision.distance_unit, vision.bias_layers, vision.learnable_slopes) == ("token", "global", False)
+    assert (vision.distance_unit, vision.bias_layers, vision.learnable_slopes) == ("pretrain_grid", "global", False)
     assert vision.bias_slope_scale == 1.0 and vision.pretrain_image_size == 1024
 
 
