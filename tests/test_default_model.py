@@ -1,0 +1,114 @@
+"""The embedded default model: its training script (on a tiny setting), its held-out quality, and the README's main
+command (`basam-hf compare`) on it, reduced."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BA_OFF
+
+from basam_hf import BaSamModel, cli, study
+from basam_hf.data import mask_box
+from basam_hf.evaluation import evaluate, load_model
+from basam_hf.synthetic import synthetic_segmentation_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "src" / "basam_hf" / "default"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_default_model", REPO / "scripts" / "train_default_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY_RUN = [
+    "--image-size", "64", "--patch-size", "8", "--hidden-size", "32", "--layers", "2", "--heads", "2",
+    "--window-size", "3", "--global-layers", "1", "--output-channels", "16",
+    "--train-samples", "8", "--val-samples", "2", "--test-samples", "3",
+    "--batch-size", "4", "--max-steps", "2", "--eval-steps", "1", "--save-steps", "1",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_training_script_trains_tests_and_installs(tmp_path, single_thread):
+    script = load_script()
+    target = tmp_path / "installed"
+    argv = ["--output-dir", str(tmp_path / "run"), "--install-default", "--install-dir", str(target), *TINY_RUN]
+    assert script.main(argv + ["--install-ba", "bias_mode=distance", "bias_slope_scale=0.5"]) == 0
+    results = json.loads((tmp_path / "run" / "test_results.json").read_text())
+    assert results["steps"] == 2
+    for name in ("best", "final", "installed"):
+        row = results[name]["box"]
+        assert row["counts"]["evaluated"] + row["counts"]["skipped"] == 3 and 0 <= row["metrics"]["iou"] <= 1
+    trained = BaSamModel.from_pretrained(tmp_path / "run" / "best")
+    installed = BaSamModel.from_pretrained(target)
+    assert trained.config.vision_config.bias_mode == "none"  # trained as plain SAM
+    assert installed.config.vision_config.bias_mode == "distance"
+    assert installed.config.vision_config.bias_slope_scale == 0.5
+    assert json.loads((target / "test_results.json").read_text())["installed"]["ba"]["bias_slope_scale"] == 0.5
+    for name, tensor in trained.state_dict().items():
+        assert installed.state_dict()[name].equal(tensor), name
+
+
+def test_default_model_is_small_and_ships_current_code():
+    weights = DEFAULT / "model.safetensors"
+    assert weights.stat().st_size < 10 * 2**20
+    for code in DEFAULT.glob("*.py"):  # copies for trust_remote_code: must not drift from the package
+        assert code.read_text() == (REPO / "src" / "basam_hf" / code.name).read_text(), code.name
+
+
+ISSUE_BAR = 0.85  # issue 7: held-out box mIoU of the default model at its training size
+
+
+def recorded_miou() -> float:
+    """The held-out box mIoU (256 test scenes) that scripts/train_default_model.py recorded for the installed model."""
+    return json.loads((DEFAULT / "test_results.json").read_text())["installed"]["box"]["metrics"]["iou"]
+
+
+def image_blind_miou(scenes) -> float:
+    """The mIoU of a predictor that never looks at the image: the ellipse inscribed in the prompt box."""
+    ious = []
+    for index in range(len(scenes)):
+        truth = scenes[index]["mask"]
+        x0, y0, x1, y1 = mask_box(truth)
+        rows, cols = np.mgrid[: truth.shape[0], : truth.shape[1]]
+        rx, ry = (x1 - x0 + 1) / 2, (y1 - y0 + 1) / 2
+        ellipse = ((cols - (x0 + x1) / 2) / rx) ** 2 + ((rows - (y0 + y1) / 2) / ry) ** 2 <= 1
+        ious.append((ellipse & truth).sum() / (ellipse | truth).sum())
+    return float(np.mean(ious))
+
+
+def test_default_model_segments_held_out_scenes(single_thread):
+    """Re-measured on the first 64 held-out scenes: close to the recorded mIoU, and clearly better than a predictor
+    that ignores the image (so the model segments what it sees, not only the box's shape)."""
+    model = load_model("default")
+    size = model.config.vision_config.image_size
+    scenes = synthetic_segmentation_dataset(64, size, seed=study.HELD_OUT_SEED)
+    summary = evaluate(model, scenes, sizes=[size], prompt="box", seed=study.HELD_OUT_SEED)
+    miou = summary["results"][0]["metrics"]["iou"]
+    assert abs(miou - recorded_miou()) < 0.05
+    assert miou > image_blind_miou(scenes) + 0.05
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 7's bar is not met yet: the default model's recorded held-out mIoU is below 0.85 (see README); "
+    "strict, so a model that meets it turns this into a failure that asks to remove the marker",
+)
+def test_default_model_meets_the_issue_bar():
+    assert recorded_miou() >= ISSUE_BAR
+
+
+def test_readme_main_command_on_the_default_model(tmp_path, capsys, single_thread):
+    """`basam-hf compare` as in the README, on fewer scenes and sizes."""
+    output = tmp_path / "compare"
+    assert cli.main(["compare", "--sizes", "256", "512", "--samples", "2", "--output", str(output)]) == 0
+    assert "| SAM (BA off) |" in capsys.readouterr().out
+    summary = json.loads((output / study.RESULTS_JSON).read_text())
+    assert len(summary["results"]) == 4 and (output / study.OVERLAY_FILE).is_file()
+    ba_off = study.ba_settings(study.build_variants(load_model("default"), {"off": BA_OFF})["off"])
+    assert summary["variants"]["SAM (BA off)"] == {key: ba_off[key] for key in BA_OFF}
