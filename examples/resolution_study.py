@@ -46,10 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="default", help="model trained at one size (default: the embedded one)")
     parser.add_argument("--output", type=Path, default=Path("resolution-study"), help="output folder")
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 1.5, 2, 3, 4], help="sizes / training size")
-    parser.add_argument("--samples", type=int, default=64, help="held-out scenes per size")
-    parser.add_argument("--finetune-steps", type=int, default=300, help="0: no fine-tuned models")
+    parser.add_argument("--samples", type=int, default=32, help="held-out scenes per size")
+    parser.add_argument("--finetune-steps", type=int, default=100, help="0: no fine-tuned models")
     parser.add_argument("--finetune-scale", type=float, default=2.0, help="fine-tuning size / training size")
-    parser.add_argument("--finetune-batch-size", type=int, default=4)
+    parser.add_argument("--finetune-batch-size", type=int, default=2)
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
     return parser.parse_args(argv)
 
