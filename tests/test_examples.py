@@ -234,7 +234,7 @@ def test_pipeline_usage_generates_masks_at_the_chosen_size(tiny_model, tmp_path)
     # The package's own automatic segmentation at the same size draws the same overlay.
     image = render_sample(0, SYNTHETIC_SIZE)["image"]
     model = load_model(tiny_model)
-    keep_all = {"points_per_crop": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    keep_all = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     masks, _ = generate_masks(model, load_processor(tiny_model, model), image, size=96, **keep_all)
     assert len(masks) == count
     overlay = np.asarray(Image.open(tmp_path / "overlay.png"))
