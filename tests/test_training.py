@@ -304,6 +304,16 @@ def test_train_modes_select_parameters_and_ba_only_keeps_every_sam_weight(model_
     )
 
 
+def test_iou_head_mode_changes_only_the_iou_head(model_dir, train_data, tmp_path):
+    result = finetune(
+        model_dir, train_data, output_dir=tmp_path / "iou", prompt="box", max_steps=2, save_steps=2,
+        learning_rate=1e-2, train="iou-head",
+    )  # fmt: skip
+    before, after = _weights(model_dir), _weights(result.final_dir)
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    assert changed and all(key.startswith("mask_decoder.iou_prediction_head.") for key in changed)
+
+
 def test_targets_cover_the_resized_image_and_the_loss_matches_a_direct_computation():
     mask = np.zeros((40, 64), dtype=bool)  # a wide image: resized to 40 x 64 and padded to 64 x 64
     mask[8:24, 16:48] = True
@@ -321,11 +331,13 @@ def test_targets_cover_the_resized_image_and_the_loss_matches_a_direct_computati
         prob = torch.sigmoid(region)
         dice = 1 - (2 * (prob * truth).sum() + 1) / (prob.sum() + truth.sum() + 1)
         assert per_mask[0, index].item() == pytest.approx((bce + dice).item(), abs=1e-5)
-    # A confident, correct mask has (almost) no loss; one mask: the loss of that mask, no IoU term.
+    # A confident, correct mask has (almost) no loss; one mask: the loss of that mask plus the IoU head's error.
     perfect = (targets[:, None] * 2 - 1) * 50.0
     assert segmentation_loss(perfect, (targets > 0.5).float(), valid).max() < 1e-3
-    single = training_loss(logits[:, None, :1], torch.zeros(1, 1, 1), targets, valid)
-    assert single.item() == pytest.approx(per_mask[0, 0].item(), abs=1e-6)
+    predicted, truth = logits[0, 0, :20] > 0, targets[0, :20] >= 0.5
+    actual_iou = ((predicted & truth).sum() / (predicted | truth).sum()).item()
+    single = training_loss(logits[:, None, :1], torch.full((1, 1, 1), 0.25), targets, valid)
+    assert single.item() == pytest.approx(per_mask[0, 0].item() + (0.25 - actual_iou) ** 2, abs=1e-6)
     # Three masks: the best mask's loss plus the IoU head's error.
     multi = training_loss(logits[:, None], torch.zeros(1, 1, 3), targets, valid, multimask=True)
     assert multi.item() > per_mask.min().item()

@@ -88,14 +88,15 @@ def training_loss(
     multimask: bool = False,
 ) -> torch.Tensor:
     """The batch loss from the model's `pred_masks` `(batch, 1, masks, h, w)` and `iou_scores` `(batch, 1, masks)`
-    (one prompt per image): the mean per-image loss; with `multimask`, the best mask's loss plus the MSE of the IoU
-    predictions against the actual IoUs (SAM's ambiguity-aware recipe)."""
+    (one prompt per image): the mean per-image mask loss (with `multimask`, the best mask's: SAM's ambiguity-aware
+    recipe) plus the MSE of the IoU predictions against the masks' actual IoUs. The IoU term is there for one mask
+    too, as in SAM: without it the IoU head never learns, and the three-mask choice and the automatic mask
+    generator's `pred_iou_thresh` filter read its output."""
     logits = pred_masks[:, 0]
     per_mask = segmentation_loss(logits, targets, valid, loss)
-    if not multimask:
-        return per_mask[:, 0].mean()
+    mask_loss = per_mask.min(dim=1).values.mean() if multimask else per_mask[:, 0].mean()
     iou_target = mask_iou(logits.detach(), targets, valid)
-    return per_mask.min(dim=1).values.mean() + F.mse_loss(iou_scores[:, 0].float(), iou_target)
+    return mask_loss + F.mse_loss(iou_scores[:, 0].float(), iou_target)
 
 
 __all__ = ["mask_iou", "mask_targets", "segmentation_loss", "training_loss"]

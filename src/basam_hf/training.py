@@ -15,6 +15,7 @@ Decisions (documented in the README):
   predictions against the masks' actual IoUs (SAM's recipe). Boxes and `points:k` give one mask, loss BCE + Dice
   only (the official recipe).
 - **What is trained** ([`TRAIN_MODES`]): `all`; `mask-decoder`; `frozen-encoder` (prompt encoder + mask decoder);
+  `iou-head`: only the head predicting each mask's IoU (the masks stay bit-identical: calibrates a model's scores);
   `ba-only`: only the parameters BA-SAM adds to SAM (`coefficient` of `bias_mode="coefficient"`, `slopes` with
   `learnable_slopes=True`), so every SAM weight, rel-pos tables included, stays bit-identical and the BA-off model is
   still the original SAM. SAM's random Fourier matrix (`shared_image_embedding`, a buffer in segment-anything) is
@@ -65,7 +66,7 @@ from .data import (
 from .hub import hub_id_or_none, resolve_model
 from .losses import LOSSES, mask_targets, training_loss
 
-TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder")
+TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 # Parameters no mode trains: SAM's random Fourier features are a fixed buffer in segment-anything.
 NEVER_TRAINED = ("shared_image_embedding.",)
@@ -94,6 +95,7 @@ def trainable_parameter_names(model: torch.nn.Module, train: str) -> list[str]:
         "mask-decoder": lambda name: name.startswith("mask_decoder."),
         "frozen-encoder": lambda name: not name.startswith("vision_encoder."),
         "ba-only": is_ba_parameter,
+        "iou-head": lambda name: name.startswith("mask_decoder.iou_prediction_head."),
     }
     names = [
         name for name, _ in model.named_parameters() if not name.startswith(NEVER_TRAINED) and selectors[train](name)
