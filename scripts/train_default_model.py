@@ -21,7 +21,8 @@ What it does, all seeded:
    (standard protocol, box prompts by default) and writes `OUTPUT/test_results.json`;
 5. with `--install-default`, saves the chosen model (`best/` by default) under the `--install-ba` settings into
    `src/basam_hf/default/` (what `resolve_model("default")` loads), evaluates it there and records the result in
-   its `test_results.json`.
+   its `test_results.json`; first, `--iou-steps` steps per prompt kind train only its IoU-prediction head (the masks
+   do not change; `calibrate_iou_head`).
 
 The full run (the defaults below; 2-core Xeon):
 
@@ -102,6 +103,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip-training", action="store_true", help="only evaluate / install an existing run")
     parser.add_argument("--install-default", action="store_true", help=f"copy the chosen model into {DEFAULT_DIR}")
     parser.add_argument("--install-from", choices=["best", "final"], default="best")
+    parser.add_argument(
+        "--iou-steps", type=int, default=200, help="steps per prompt kind training only the IoU head before installing"
+    )
     parser.add_argument(
         "--install-dir", type=Path, default=DEFAULT_DIR, help="where to install (default: %(default)s)"
     )
@@ -227,6 +231,33 @@ def parse_ba(pairs: list[str]) -> dict:
     return settings
 
 
+def calibrate_iou_head(folder: Path, train_path: Path, args: argparse.Namespace) -> Path:
+    """Train only the IoU-prediction head of `folder`'s model (its masks stay bit-identical), so that its scores mean
+    something: box prompts (the single-mask output), then single clicks (the three-mask outputs). Returns the final
+    folder. The training loss of step 3 includes the IoU term, but this recalibrates a model trained without it."""
+    from basam_hf.training import finetune
+
+    for prompt in ("box", "point"):
+        run = args.output_dir / f"iou-head-{prompt}"
+        folder = finetune(
+            str(folder),
+            str(train_path),
+            output_dir=run,
+            train="iou-head",
+            prompt=prompt,
+            learning_rate=1e-3,
+            batch_size=args.batch_size,
+            epochs=1,
+            max_steps=args.iou_steps,
+            save_steps=args.iou_steps,
+            keep_last=1,
+            seed=args.seed,
+            resume=True,
+            log_with=[],
+        ).final_dir
+    return Path(folder)
+
+
 def install_default(folder: Path, target: Path, ba_settings: dict) -> None:
     """Replace the model in `target` with `folder`'s weights and processor, under `ba_settings` (saved with the
     code files, so it loads like any BA-SAM folder)."""
@@ -296,7 +327,10 @@ def main(argv=None) -> int:
     (args.output_dir / "test_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     if args.install_default:
-        install_default(args.output_dir / args.install_from, args.install_dir, parse_ba(args.install_ba))
+        source = args.output_dir / args.install_from
+        if args.iou_steps > 0:
+            source = calibrate_iou_head(source, data["train"], args)
+        install_default(source, args.install_dir, parse_ba(args.install_ba))
         results["installed"] = {"ba": parse_ba(args.install_ba)} | test_model(args.install_dir, data["test"], args)
         (args.install_dir / "test_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (args.output_dir / "test_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
