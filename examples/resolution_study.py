@@ -6,7 +6,7 @@ scenes rendered at each size, with box prompts, under every BA setting below (sa
 changes), plus two fine-tuned models: the default model fine-tuned at 2x with the package's default BA settings,
 and, as the control that separates "BA" from "fine-tuned at a larger size", fine-tuned the same way with BA off.
 
-    python examples/resolution_study.py --output examples/resolution_study   # about 40 min on 2 CPU cores
+    python examples/resolution_study.py --output examples/resolution_study   # about 10 min on 2 CPU cores
 
 Results (cached per variant and size, so an interrupted run resumes) go to `OUTPUT/results.md`, `results.json` and
 `miou_vs_size.png`, plus `overlay.png` (one scene, each size, a few variants). `--finetune-steps 0` skips the

@@ -39,8 +39,8 @@ The full run (the defaults below; 2-core Xeon):
   image) scores 0.61 on the first 64 of these scenes, so the model does segment what it sees, but not well enough
   yet. The curve suggests a longer run (`--resume` with more `--epochs`) rather than another learning rate: a
   pilot at 3e-4 matched 1e-3 over its first 300 steps, and lowering the rate at step 3,000 (StepLR) did not change
-  the slope. The IoU-prediction head is not trained (the loss is BCE + Dice on the masks), so the model's
-  predicted IoU scores carry no information.
+  the slope. The IoU-prediction head was not trained by this run (the loss then had no IoU term for one mask):
+  `--install-default` trains it alone afterwards (`calibrate_iou_head`), which leaves the masks unchanged.
 
 Install the trained model (with the package's BA settings, `--install-ba`; re-evaluated after installation):
 
