@@ -17,9 +17,8 @@ from _offline import add_source_argument
 from transformers import AutoModelForMaskGeneration, AutoProcessor, SamModel
 
 from basam_hf.conversion import convert_sam_to_basam
+from basam_hf.evaluation import BA_OFF
 from basam_hf.synthetic import render_sample
-
-BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
 
 
 def build_parser() -> argparse.ArgumentParser:

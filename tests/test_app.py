@@ -14,18 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_tiny_model
+from conftest import BA_OFF, save_tiny_model
 from PIL import Image
 
 from basam_hf import app
 from basam_hf.app import BOX, NEGATIVE, POSITIVE, DemoModels, SizeRange, add_click, empty_prompts, predict, undo_click
 from basam_hf.cli import main
 from basam_hf.evaluation import load_model, load_processor
+from basam_hf.metrics import binary_iou
 from basam_hf.segment import segment_image
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 # Screenshots of the page go here (gitignored); CI can collect them.
@@ -121,7 +121,7 @@ def test_predict_is_segment_image_with_ba_on_and_off(model_dir, sample):
     assert 0 < result.ba_mask.mean() < 1
     expected_off, _ = segment_image(ba_off, processor, image, points=[[150, 170]], labels=[1], size=SIZE)
     assert np.array_equal(result.off_mask, expected_off[0])
-    assert steps == [0.0, 0.5, 1.0] and result.masks_iou == app.mask_iou(expected[0], expected_off[0])
+    assert steps == [0.0, 0.5, 1.0] and result.masks_iou == binary_iou(expected[0], expected_off[0])
     # A box with a background point, at another size and under other BA settings.
     prompts = add_click(add_click(add_click(empty_prompts(), 40, 30, BOX), 250, 280, BOX), 60, 60, NEGATIVE)
     settings = {"bias_mode": "none", "attention_scaling": "log_length"}

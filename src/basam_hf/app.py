@@ -39,7 +39,6 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 DEFAULT_MAX_FILE_SIZE = "50mb"
 # Bundled samples: (seed, (height, width)) of `basam_hf.synthetic.render_sample`, rendered at start-up (deterministic).
 SAMPLE_SCENES = ((1, (320, 320)), (3, (256, 384)), (4, (384, 288)))
-BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
 # BA settings the page can change; the others stay as the model has them.
 UI_BA_FIELDS = ("bias_mode", "attention_scaling", "bias_slope_scale")
 GRADIO_MISSING = 'The demo needs Gradio: pip install "basam-hf[demo]" (or: pip install "gradio>=5").'
@@ -227,10 +226,8 @@ class DemoModels:
 
     def __init__(self, name: str | os.PathLike = "default", max_variants: int = 2):
         from .evaluation import load_model, load_processor
-        from .hub import resolve_model
 
         self.name = str(name)
-        self.source = resolve_model(name)
         self.model = load_model(name)
         self.processor = load_processor(name, self.model)
         self.vision_config = self.model.config.vision_config
@@ -259,6 +256,8 @@ class DemoModels:
     def warm_up(self, size: int) -> None:
         """One small prediction with the model and with its BA-off copy, so that the first Run's times measure the
         models rather than one-off start-up costs (and the BA-off copy is loaded before anyone waits for it)."""
+        from .evaluation import BA_OFF
+
         image = Image.new("RGB", (size, size), (128, 128, 128))
         prompts = add_click(empty_prompts(), size // 2, size // 2, POSITIVE)
         for model in (self.model, self.variant(**BA_OFF)):
@@ -278,11 +277,9 @@ class DemoModels:
             if key in self._variants:
                 self._variants.move_to_end(key)
                 return self._variants[key]
-            from .modeling_basam import BaSamModel
+            from .evaluation import ba_variant
 
-            # The same weights, read again with other settings: parameters the new settings have no place for
-            # (coefficients, learned slopes) are left out, as `basam_hf.evaluation` does for its BA-off copy.
-            variant = BaSamModel.from_pretrained(self.source, **overrides).to(self.model.device).eval()
+            variant = ba_variant(self.model, **overrides)
             self._variants[key] = variant
             while len(self._variants) > self.max_variants:
                 self._variants.popitem(last=False)
@@ -304,13 +301,9 @@ class Prediction:
 
     @property
     def masks_iou(self) -> float:
-        return mask_iou(self.ba_mask, self.off_mask)
+        from .metrics import binary_iou
 
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks (1 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+        return binary_iou(self.ba_mask, self.off_mask)
 
 
 def segment_prompts(
@@ -342,6 +335,8 @@ def predict(
     progress: Callable[[float, str], None] | None = None,
 ) -> Prediction:
     """BA-SAM (the model with `settings`, default its own) and the same weights with BA off, on one prompt."""
+    from .evaluation import BA_OFF
+
     progress = progress or (lambda fraction, message: None)
     settings = {**models.settings, **{k: v for k, v in (settings or {}).items() if v is not None}}
     if not has_prompt(prompts):
@@ -711,7 +706,6 @@ __all__ = [
     "build_demo",
     "draw_prompts",
     "empty_prompts",
-    "mask_iou",
     "mask_overlay",
     "mask_png",
     "predict",
