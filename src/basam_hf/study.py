@@ -32,6 +32,7 @@ from .evaluation import (
     plot_metrics,
     weights_fingerprint,
 )
+from .metrics import binary_iou
 from .segment import overlay_masks, segment_image
 from .synthetic import dataset_seeds, render_sample, synthetic_segmentation_dataset
 
@@ -87,32 +88,62 @@ def run_study(
     size; returns the summary (as [`basam_hf.evaluation.evaluate`]'s, one result per variant and size, `model` being
     the variant's name). With `output_dir`, results are cached per (variant, size) and the reports are written."""
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
-    models = build_variants(model, variants)
+    return study_models(
+        build_variants(model, variants),
+        sizes,
+        variants=variants,
+        model_name=str(getattr(model, "name_or_path", "model")),
+        num_samples=num_samples,
+        seed=seed,
+        prompt=prompt,
+        output_dir=output_dir,
+        accelerator=accelerator,
+    )
+
+
+def study_models(
+    models: Mapping[str, object],
+    sizes: Sequence[int],
+    *,
+    variants: Mapping[str, Mapping | object],
+    model_name: str,
+    num_samples: int = 64,
+    seed: int = HELD_OUT_SEED,
+    prompt: str = "box",
+    output_dir: str | os.PathLike | None = None,
+    accelerator=None,
+) -> dict:
+    """[`run_study`] on models already built from `variants` (`{name: model}`, see [`build_variants`]), for callers
+    that use the models again (e.g. for [`overlay_grid`])."""
     output = Path(output_dir) if output_dir is not None else None
     if output is not None:
         (output / "runs").mkdir(parents=True, exist_ok=True)
+    # A cached result is reused only for the same weights, BA settings and scenes.
+    keys = {
+        name: {"weights": weights_fingerprint(model), "ba": ba_settings(model), "scenes": [num_samples, seed]}
+        for name, model in models.items()
+    }
     results, dataset = [], None
     for size in sizes:
         dataset = _rendered(synthetic_segmentation_dataset(num_samples, size, seed))
         for name, variant in models.items():
-            # A cached result is reused only for the same weights, BA settings and scenes.
-            key = {"weights": weights_fingerprint(variant), "ba": ba_settings(variant), "scenes": [num_samples, seed]}
             cache = output / "runs" / f"{_slug(name)}-{size}.json" if output is not None else None
-            if cache is not None and cache.is_file() and json.loads(cache.read_text()).get("key") == key:
-                results.append(json.loads(cache.read_text()))
+            cached = json.loads(cache.read_text()) if cache is not None and cache.is_file() else None
+            if cached is not None and cached.get("key") == keys[name]:
+                results.append(cached)
                 continue
             start = time.perf_counter()
             summary = evaluate(
                 variant, dataset, sizes=[size], prompt=prompt, seed=seed, accelerator=accelerator, label=name
             )
             seconds = round(time.perf_counter() - start, 1)
-            result = {**summary["results"][0], "model": name, "key": key, "seconds": seconds}
+            result = {**summary["results"][0], "model": name, "key": keys[name], "seconds": seconds}
             if cache is not None:
                 cache.write_text(json.dumps(result, indent=2) + "\n")
             results.append(result)
     summary = build_summary(
         results,
-        model=str(getattr(model, "name_or_path", "model")),
+        model=model_name,
         dataset=f"synthetic (seed {seed}, {num_samples} scenes rendered at each size)",
         split=None,
         prompt=prompt,
@@ -167,6 +198,7 @@ def overlay_grid(
     """One synthetic scene at each size (columns), segmented from its ground-truth box by each model (rows): the
     predicted mask over the image, the box in white, each tile scaled to `tile` pixels with its label and IoU."""
     sample_seed = dataset_seeds(scene + 1, seed)[scene]
+    processors = {name: load_processor(None, model) for name, model in models.items()}
     label_height = 16
     grid = Image.new("RGB", (tile * len(sizes), (tile + label_height) * len(models)), "white")
     draw = ImageDraw.Draw(grid)
@@ -175,9 +207,8 @@ def overlay_grid(
         truth = np.asarray(sample["mask"]) > 127
         box = mask_box(truth).tolist()
         for row, (name, model) in enumerate(models.items()):
-            processor = load_processor(None, model)
-            masks, _ = segment_image(model, processor, sample["image"], boxes=[box], size=size)
-            iou = (masks[0] & truth).sum() / max((masks[0] | truth).sum(), 1)
+            masks, _ = segment_image(model, processors[name], sample["image"], boxes=[box], size=size)
+            iou = binary_iou(masks[0], truth)
             picture = overlay_masks(sample["image"], masks[:1])
             ImageDraw.Draw(picture).rectangle(box, outline="white", width=max(1, size // 256))
             top = row * (tile + label_height)
@@ -200,8 +231,17 @@ def compare(
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     base = model.config.vision_config.image_size
     sizes = list(sizes or [base, 2 * base, 3 * base])
-    summary = run_study(model, COMPARE_VARIANTS, sizes, num_samples=num_samples, seed=seed, output_dir=output_dir)
-    overlay_grid(build_variants(model, COMPARE_VARIANTS), sizes, seed=seed).save(Path(output_dir) / OVERLAY_FILE)
+    models = build_variants(model, COMPARE_VARIANTS)
+    summary = study_models(
+        models,
+        sizes,
+        variants=COMPARE_VARIANTS,
+        model_name=str(getattr(model, "name_or_path", "model")),
+        num_samples=num_samples,
+        seed=seed,
+        output_dir=output_dir,
+    )
+    overlay_grid(models, sizes, seed=seed).save(Path(output_dir) / OVERLAY_FILE)
     return summary
 
 
@@ -212,6 +252,7 @@ __all__ = [
     "compare",
     "overlay_grid",
     "run_study",
+    "study_models",
     "study_table",
     "write_study_reports",
 ]
