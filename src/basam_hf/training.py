@@ -12,8 +12,8 @@ Decisions (documented in the README):
   masks are predicted.
 - **Multimask**: a single `point` prompt uses SAM's three-mask output (as the evaluation does, which keeps the mask
   with the highest predicted IoU): the loss is that of the best of the three masks plus the MSE of the IoU
-  predictions against the masks' actual IoUs (SAM's recipe). Boxes and `points:k` give one mask, loss BCE + Dice
-  only (the official recipe).
+  predictions against the masks' actual IoUs (SAM's recipe). Boxes and `points:k` give one mask: its BCE + Dice
+  plus the MSE of its predicted IoU (SAM supervises every output's IoU; see [`basam_hf.losses.training_loss`]).
 - **What is trained** ([`TRAIN_MODES`]): `all`; `mask-decoder`; `frozen-encoder` (prompt encoder + mask decoder);
   `iou-head`: only the head predicting each mask's IoU (the masks stay bit-identical: calibrates a model's scores);
   `ba-only`: only the parameters BA-SAM adds to SAM (`coefficient` of `bias_mode="coefficient"`, `slopes` with
