@@ -258,6 +258,19 @@ def calibrate_iou_head(folder: Path, train_path: Path, args: argparse.Namespace)
     return Path(folder)
 
 
+def link_package_code(target: Path) -> None:
+    """Inside the package, replace the code files saved for `trust_remote_code` by relative links to the package's
+    own modules: the source tree keeps one copy of its code (building a wheel stores the linked files' contents)."""
+    package = DEFAULT_DIR.parent
+    if target.resolve().parent != package.resolve():
+        return
+    for code in sorted(target.glob("*.py")):
+        module = package / code.name
+        if module.is_file() and code.read_bytes() == module.read_bytes():
+            code.unlink()
+            code.symlink_to(Path("..") / code.name)
+
+
 def install_default(folder: Path, target: Path, ba_settings: dict) -> None:
     """Replace the model in `target` with `folder`'s weights and processor, under `ba_settings` (saved with the
     code files, so it loads like any BA-SAM folder)."""
@@ -270,6 +283,7 @@ def install_default(folder: Path, target: Path, ba_settings: dict) -> None:
     processor = load_processor(str(folder), model)
     shutil.rmtree(target, ignore_errors=True)
     save_pretrained_with_processor(ba_variant(model, **ba_settings), str(target), processor=processor)
+    link_package_code(target)
     print(f"Installed {folder} into {target} with {ba_settings}.", flush=True)
 
 

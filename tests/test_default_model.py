@@ -57,7 +57,7 @@ def test_training_script_trains_tests_and_installs(tmp_path, single_thread):
 def test_default_model_is_small_and_ships_current_code():
     weights = DEFAULT / "model.safetensors"
     assert weights.stat().st_size < 10 * 2**20
-    for code in DEFAULT.glob("*.py"):  # copies for trust_remote_code: must not drift from the package
+    for code in DEFAULT.glob("*.py"):  # for trust_remote_code: links to (or, in a wheel, copies of) the package
         assert code.read_text() == (REPO / "src" / "basam_hf" / code.name).read_text(), code.name
 
 
