@@ -77,14 +77,19 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+def free_port() -> int:
+    """A localhost TCP port that is free now (for a server or launcher a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def accelerate_launch(num_processes: int = 2) -> tuple[list[str], dict]:
     """Command prefix and environment that start `num_processes` CPU processes with `accelerate launch`.
 
     `--multi_gpu` starts them with torchrun; without GPUs they run on CPU (gloo). (`--cpu` would start a single
     process unless MPI is set up.)"""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes)]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
     return command, {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

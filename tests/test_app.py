@@ -4,7 +4,6 @@ Chromium (Debian's `chromium` + `chromium-driver`, through selenium) against a t
 import json
 import os
 import runpy
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BA_OFF, save_tiny_model
+from conftest import BA_OFF, free_port, save_tiny_model
 from PIL import Image
 
 from basam_hf import app
@@ -193,17 +192,11 @@ def _browser_or_skip():
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def demo_server(model_dir, tmp_path):
     """`basam-hf demo` on a free localhost port, in its own process; stopped (terminate, then kill) afterwards."""
     _browser_or_skip()
-    port = _free_port()
+    port = free_port()
     temp = tmp_path / "tmp"  # Gradio's cache and the app's files stay inside the test's folder
     temp.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
