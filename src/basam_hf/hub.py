@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .configuration_basam import BA_FIELDS
+from .metrics import LOWER_IS_BETTER
 
 # The embedded default model (safetensors + config + processor files) ships in the package's `default/` folder.
 DEFAULT_MODEL_NAME = "default"
@@ -49,8 +50,6 @@ MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "basam_m
 MODEL_CARD_FILE = "README.md"
 DEFAULT_LICENSE = "apache-2.0"
 DEFAULT_TAGS = ("ba-sam", "sam", "segment-anything", "mask-generation", "image-segmentation", "vision")
-# Metrics where a lower value is better (kept here, not imported from metrics, so hub stays light to import).
-_LOWER_IS_BETTER = frozenset({"mae", "official_mae"})
 
 
 def is_local_path(name: str | os.PathLike | None) -> bool:
@@ -119,7 +118,7 @@ def _evaluation_table(summary: Mapping[str, Any]) -> dict:
         f"On `{dataset_name}`{split}, prompt `{summary.get('prompt')}`, protocol "
         f"`{summary.get('protocol')}`, seed {summary.get('seed')}."
     )
-    headers = [f"{name} {'↓' if name in _LOWER_IS_BETTER else '↑'}" for name in names]
+    headers = [f"{name} {'↓' if name in LOWER_IS_BETTER else '↑'}" for name in names]
     return {"description": description, "metric_names": headers, "rows": rows}
 
 
