@@ -423,3 +423,21 @@ def test_cli_finetune_resumes_and_pushes_to_a_fake_hub(model_dir, train_data, tm
     assert repo_id == "user/tiny" and create_kwargs["exist_ok"] and not create_kwargs["private"]
     assert upload["folder_path"] == str(output / "final")  # no validation: no best/, the final model is pushed
     assert "README.md" in upload["allow_patterns"] and "modeling_basam.py" in upload["allow_patterns"]
+
+
+@pytest.mark.parametrize("disable", [False, True])
+def test_progress_bars_follow_tqdm_disable(model_dir, train_data, tmp_path, disable):
+    """The training and validation bars are passed `disable` only off the main process, so `TQDM_DISABLE=1` works
+    (tqdm reads it at import: hence a fresh interpreter)."""
+    env = {key: value for key, value in os.environ.items() if key != "TQDM_DISABLE"}
+    if disable:
+        env["TQDM_DISABLE"] = "1"
+    run = (
+        "import sys; from basam_hf.training import finetune; "
+        "finetune(sys.argv[1], sys.argv[2], output_dir=sys.argv[3], val_dataset=sys.argv[2], prompt='box', "
+        "max_steps=1, save_steps=1, log_with=[])"
+    )
+    args = [sys.executable, "-c", run, str(model_dir), str(train_data), str(tmp_path / "run")]
+    err = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stderr
+    for bar in ("fine-tuning", " @ "):  # the loop's bar and the validation bar ("<variant> @ <size>")
+        assert (bar in err) != disable, err[-500:]

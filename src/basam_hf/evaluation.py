@@ -81,6 +81,16 @@ def make_accelerator(cpu: bool = False, **kwargs):
     return Accelerator(cpu=cpu or (launched and not has_device), **kwargs)
 
 
+def progress_bar(accelerator, iterable=None, **kwargs):
+    """A tqdm bar on the local main process only. `disable` is passed only to silence the other processes: an
+    explicit value would override the `TQDM_*` environment variables (e.g. `TQDM_DISABLE=1`) on the main one."""
+    from tqdm.auto import tqdm
+
+    if not accelerator.is_local_main_process:
+        kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)
+
+
 def load_model(name: str | os.PathLike):
     """A `BaSamModel` in eval mode from a repo id, a folder, or `default` (see [`basam_hf.hub.resolve_model`])."""
     from .modeling_basam import BaSamModel
@@ -383,7 +393,6 @@ def evaluate(
         on_records: called on every process with each batch's gathered new records (progress reporting, tests).
         label: the model's name in progress bars (default: BA-SAM, and SAM for the `compare_sam` copy).
     """
-    from tqdm.auto import tqdm
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; use one of {PROTOCOLS}.")
@@ -459,7 +468,7 @@ def evaluate(
                 )
                 loader = accelerator.prepare(loader)
                 description = f"{label or VARIANT_LABELS[variant]} @ {size}"
-                for batch in tqdm(loader, desc=description, disable=not accelerator.is_local_main_process):
+                for batch in progress_bar(accelerator, loader, desc=description):
                     records = [{"run": run, **record} for record in predict(batch)]
                     # Every process gets all records of this step; duplicates padding the last batches are dropped.
                     records = accelerator.gather_for_metrics(records, use_gather_object=True)

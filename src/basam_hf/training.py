@@ -533,9 +533,8 @@ def finetune(
     """
     from accelerate import DistributedDataParallelKwargs
     from accelerate.utils import ProjectConfiguration, set_seed
-    from tqdm.auto import tqdm
 
-    from .evaluation import evaluate, load_processor, make_accelerator
+    from .evaluation import evaluate, load_processor, make_accelerator, progress_bar
 
     # Settings first, so that mistakes fail before anything is loaded.
     _check_settings(
@@ -746,9 +745,7 @@ def finetune(
         return save_checkpoint(accelerator, output, global_step, state, net.config, keep_last)
 
     losses: list[float] = []
-    progress = tqdm(
-        total=total_steps, initial=global_step, desc="fine-tuning", disable=not accelerator.is_local_main_process
-    )
+    progress = progress_bar(accelerator, total=total_steps, initial=global_step, desc="fine-tuning")
     try:
         batch_index = skip_batches
         while global_step < total_steps:
