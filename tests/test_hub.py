@@ -159,6 +159,31 @@ def test_push_uploads_exactly_the_listed_files(model_folder):
     assert files_to_upload(model_folder) == expected  # hidden files and caches are never uploaded
 
 
+def test_push_points_a_card_written_for_a_local_folder_at_the_repo(model_folder, summary):
+    """`finetune` without `push_to_hub` names its card after the run folder and loads from its path; pushed later,
+    the card must name the repo (title, model-index) and load from it, and keep its evaluation results."""
+    write_model_card(model_folder, model_name="run-best", repo_id=str(model_folder), evaluation=summary)
+    before = (model_folder / "README.md").read_text()
+    assert f'from_pretrained("{model_folder}"' in before and "\n# run-best\n" in before
+    api = FakeHfApi()
+    assert push_to_hub(model_folder, "user/tiny-basam", dry_run=True, api=api).retargeted_card
+    assert (model_folder / "README.md").read_text() == before  # a dry run writes nothing
+
+    assert push_to_hub(model_folder, "user/tiny-basam", api=api).retargeted_card
+    card = ModelCard.load(model_folder / "README.md")
+    assert str(model_folder) not in card.text and "run-best" not in card.text
+    assert card.text.count('"user/tiny-basam"') == 3  # from_pretrained twice, pipeline once
+    assert "\n# tiny-basam\n" in card.text
+    assert card.data.model_name == "tiny-basam"
+    assert card.data.eval_results == ModelCard(before).data.eval_results and card.data.eval_results
+    assert not push_to_hub(model_folder, "user/tiny-basam", api=api).retargeted_card  # already pointed there
+
+    hand_written = "---\nlicense: mit\n---\n# My model\n\n`from_pretrained(\"somewhere/else\")`\n"
+    (model_folder / "README.md").write_text(hand_written)
+    assert not push_to_hub(model_folder, "user/tiny-basam", api=api).retargeted_card
+    assert (model_folder / "README.md").read_text() == hand_written  # not ours: uploaded as written
+
+
 def test_push_refuses_folders_that_would_not_load_for_others(model_folder, tmp_path):
     assert required_code_files(model_folder) == [
         "bias.py",

@@ -328,9 +328,10 @@ def _push(args: argparse.Namespace) -> int:
         return 1
     verb = "Would upload" if result.dry_run else "Uploaded"
     print(f"{verb} {len(result.files)} files to {result.repo_id}:")
+    card_note = " (generated model card)" if result.generated_card else ""
+    card_note = f" (model card pointed at {result.repo_id})" if result.retargeted_card else card_note
     for name in result.files:
-        note = " (generated model card)" if result.generated_card and name == "README.md" else ""
-        print(f"  {name}{note}")
+        print(f"  {name}{card_note if name == 'README.md' else ''}")
     if result.commit_url:
         print(result.commit_url)
     return 0

@@ -10,6 +10,7 @@ import ast
 import glob
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,32 @@ def write_model_card(folder: str | os.PathLike, **card_kwargs) -> Path:
     return path
 
 
+# The repo id in the loading examples of the template: `from_pretrained("ID"` and `model="ID"`.
+_LOADING_ID = re.compile(r'(from_pretrained\(|model=)"[^"]*"')
+
+
+def retarget_model_card(path: str | os.PathLike, repo_id: str, *, write: bool = True) -> bool:
+    """Point a card rendered by basam-hf at `repo_id`: its title, `model-index` name and loading examples. A card
+    written for a local folder (e.g. by `finetune` without `push_to_hub`) names that folder, and pushed as it is it
+    would tell Hub users to load a path on the trainer's disk. Cards without the `ba-sam` tag (written by hand) are
+    left alone. Returns whether the card changes; `write=False` only checks."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(path)
+    if "ba-sam" not in (card.data.tags or []):
+        return False
+    old_name, name = card.data.model_name, repo_id.split("/")[-1]
+    text = _LOADING_ID.sub(lambda match: f'{match.group(1)}"{repo_id}"', card.text)
+    if old_name:
+        text = text.replace(f"\n# {old_name}\n", f"\n# {name}\n", 1)
+    if text == card.text and old_name == name:
+        return False
+    if write:
+        card.text, card.data.model_name = text, name
+        card.save(str(path))
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Pushing to the Hub
 
@@ -218,6 +245,7 @@ class PushResult:
     files: list[str]
     dry_run: bool
     generated_card: bool = False
+    retargeted_card: bool = False
     commit_url: str | None = None
 
 
@@ -342,7 +370,8 @@ def push_to_hub(
     """Upload a saved BA-SAM folder (weights, config, processor config, code files, card) to a Hub model repo.
 
     The repo is created if missing (`create_repo(exist_ok=True)`, `private` applies to a new repo). A folder without
-    `README.md` gets a card rendered from its config (written into the folder, except in a dry run). With `dry_run`,
+    `README.md` gets a card rendered from its config, and a basam-hf card naming another model or a local folder is
+    pointed at `repo_id` ([`retarget_model_card`]); both are written into the folder, except in a dry run. With `dry_run`,
     nothing is written or sent: the result lists exactly the files that would be uploaded.
 
     Args:
@@ -357,11 +386,15 @@ def push_to_hub(
     generated_card = MODEL_CARD_FILE not in files
     if generated_card:
         files = sorted(files + [MODEL_CARD_FILE])
+    retargeted = not generated_card and retarget_model_card(folder / MODEL_CARD_FILE, repo_id, write=False)
+    card_changes = {"generated_card": generated_card, "retargeted_card": retargeted}
     if dry_run:
-        return PushResult(repo_id, files, dry_run=True, generated_card=generated_card)
+        return PushResult(repo_id, files, dry_run=True, **card_changes)
     api = api if api is not None else _default_api()
     if generated_card:
         write_model_card(folder, repo_id=repo_id, model_name=repo_id.split("/")[-1])
+    elif retargeted:
+        retarget_model_card(folder / MODEL_CARD_FILE, repo_id)
     repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     target = getattr(repo_url, "repo_id", None) or repo_id
     # Exact names (escaped: fnmatch would read `[` as a pattern), so the upload is the list checked above.
@@ -373,7 +406,7 @@ def push_to_hub(
         repo_type="model",
     )
     commit_url = getattr(commit, "commit_url", None)
-    return PushResult(target, files, dry_run=False, generated_card=generated_card, commit_url=commit_url)
+    return PushResult(target, files, dry_run=False, commit_url=commit_url, **card_changes)
 
 
 __all__ = [
@@ -390,5 +423,6 @@ __all__ = [
     "render_model_card",
     "required_code_files",
     "resolve_model",
+    "retarget_model_card",
     "write_model_card",
 ]
