@@ -90,6 +90,22 @@ def accelerate_launch(num_processes: int = 2) -> tuple[list[str], dict]:
     `--multi_gpu` starts them with torchrun; without GPUs they run on CPU (gloo). (`--cpu` would start a single
     process unless MPI is set up.)"""
     port = free_port()
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes)]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+    ]
+    command += [
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+    ]
     return command, {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -5,16 +5,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_VISION
 
 from basam_hf import BaSamVisionConfig
 from basam_hf.modeling_basam import BaSamVisionAttention
 
-from conftest import TINY_VISION
-
 MODES = {
     "off": dict(bias_mode="none", attention_scaling="none"),
     "distance": dict(bias_mode="distance"),
-    "distance-euclidean-pretrain-grid": dict(bias_mode="distance", bias_distance="euclidean", distance_unit="pretrain_grid", bias_slope_scale=0.5),
+    "distance-euclidean-pretrain-grid": dict(
+        bias_mode="distance", bias_distance="euclidean", distance_unit="pretrain_grid", bias_slope_scale=0.5
+    ),
     "distance-learnable": dict(bias_mode="distance", learnable_slopes=True, distance_unit="pretrain_grid"),
     "coefficient": dict(bias_mode="coefficient", coefficient_init=0.3),
     "distance-no-relpos": dict(bias_mode="distance", use_rel_pos=False),
@@ -152,7 +153,9 @@ def test_no_full_bias_is_built_above_the_budget(monkeypatch):
     sdpa = F.scaled_dot_product_attention
 
     def recording_sdpa(query, key, value, attn_mask=None, **kwargs):
-        shapes.append((tuple(query.shape), None if attn_mask is None else attn_mask.numel() * attn_mask.element_size()))
+        shapes.append(
+            (tuple(query.shape), None if attn_mask is None else attn_mask.numel() * attn_mask.element_size())
+        )
         return sdpa(query, key, value, attn_mask=attn_mask, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)

@@ -10,7 +10,11 @@ from basam_hf.configuration_basam import BA_CHOICES
 def test_defaults():
     vision = BaSamConfig().vision_config
     assert isinstance(vision, BaSamVisionConfig)
-    assert (vision.attention_scaling, vision.bias_mode, vision.bias_distance) == ("log_length", "distance", "manhattan")
+    assert (vision.attention_scaling, vision.bias_mode, vision.bias_distance) == (
+        "log_length",
+        "distance",
+        "manhattan",
+    )
     assert (vision.distance_unit, vision.bias_layers, vision.learnable_slopes) == ("pretrain_grid", "global", False)
     assert vision.bias_slope_scale == 1.0 and vision.pretrain_image_size == 1024
 
@@ -24,7 +28,9 @@ def test_invalid_choice_names_field_value_and_choices(field):
     assert all(repr(choice) in message for choice in BA_CHOICES[field])
 
 
-@pytest.mark.parametrize("field, value", [("pretrain_image_size", 0), ("attention_memory_budget_mb", -1), ("bias_slope_scale", "big")])
+@pytest.mark.parametrize(
+    "field, value", [("pretrain_image_size", 0), ("attention_memory_budget_mb", -1), ("bias_slope_scale", "big")]
+)
 def test_invalid_numbers(field, value):
     with pytest.raises(ValueError, match=field):
         BaSamVisionConfig(**{field: value})

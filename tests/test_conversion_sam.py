@@ -4,14 +4,13 @@ import json
 
 import pytest
 import torch
+from conftest import randomize_, tiny_config_kwargs
 from safetensors.torch import load_file
 from transformers import SamConfig, SamModel
 
 from basam_hf import BaSamModel
 from basam_hf.cli import main
 from basam_hf.conversion import convert_sam_to_basam
-
-from conftest import randomize_, tiny_config_kwargs
 
 
 @pytest.fixture
@@ -25,7 +24,10 @@ def sam_folder(tmp_path):
     "settings, new_keys",
     [
         (dict(bias_mode="distance"), set()),
-        (dict(bias_mode="coefficient", bias_layers="all"), {"vision_encoder.layers.0.attn.coefficient", "vision_encoder.layers.1.attn.coefficient"}),
+        (
+            dict(bias_mode="coefficient", bias_layers="all"),
+            {"vision_encoder.layers.0.attn.coefficient", "vision_encoder.layers.1.attn.coefficient"},
+        ),
         (dict(bias_mode="distance", learnable_slopes=True), {"vision_encoder.layers.1.attn.slopes"}),
     ],
 )
@@ -54,7 +56,20 @@ def test_incomplete_checkpoint_is_rejected(sam_folder, tmp_path):
 
 def test_cli_convert_sam_and_info(sam_folder, tmp_path, capsys):
     folder, _ = sam_folder
-    assert main(["convert-sam", str(folder), str(tmp_path / "cli"), "--bias-mode", "coefficient", "--attention-scaling", "none"]) == 0
+    assert (
+        main(
+            [
+                "convert-sam",
+                str(folder),
+                str(tmp_path / "cli"),
+                "--bias-mode",
+                "coefficient",
+                "--attention-scaling",
+                "none",
+            ]
+        )
+        == 0
+    )
     assert main(["info", str(tmp_path / "cli")]) == 0
     info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert info["model_type"] == "basam" and info["bias_mode"] == "coefficient" and info["attention_scaling"] == "none"

@@ -178,7 +178,7 @@ def test_push_points_a_card_written_for_a_local_folder_at_the_repo(model_folder,
     assert card.data.eval_results == ModelCard(before).data.eval_results and card.data.eval_results
     assert not push_to_hub(model_folder, "user/tiny-basam", api=api).retargeted_card  # already pointed there
 
-    hand_written = "---\nlicense: mit\n---\n# My model\n\n`from_pretrained(\"somewhere/else\")`\n"
+    hand_written = '---\nlicense: mit\n---\n# My model\n\n`from_pretrained("somewhere/else")`\n'
     (model_folder / "README.md").write_text(hand_written)
     assert not push_to_hub(model_folder, "user/tiny-basam", api=api).retargeted_card
     assert (model_folder / "README.md").read_text() == hand_written  # not ours: uploaded as written

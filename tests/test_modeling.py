@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import BA_OFF, randomize_, tiny_config_kwargs
 from transformers import AutoModel, AutoModelForMaskGeneration, SamConfig, SamModel
 
 from basam_hf import BaSamConfig, BaSamModel
-
-from conftest import BA_OFF, randomize_, tiny_config_kwargs
 
 PROMPTS = {
     "points": lambda inputs: dict(input_points=inputs["input_points"], input_labels=inputs["input_labels"]),
@@ -47,7 +46,10 @@ def test_ba_off_equals_sam_image_embeddings_and_attentions(sample_inputs):
     with torch.no_grad():
         expected = sam(**sample_inputs, output_attentions=True, output_hidden_states=True)
         actual = basam(**sample_inputs, output_attentions=True, output_hidden_states=True)
-        assert torch.equal(sam.get_image_embeddings(sample_inputs["pixel_values"]), basam.get_image_embeddings(sample_inputs["pixel_values"]))
+        assert torch.equal(
+            sam.get_image_embeddings(sample_inputs["pixel_values"]),
+            basam.get_image_embeddings(sample_inputs["pixel_values"]),
+        )
     for mine, theirs in zip(actual.vision_attentions, expected.vision_attentions, strict=True):
         assert (mine - theirs).abs().max() <= 1e-6
     assert len(actual.vision_hidden_states) == len(expected.vision_hidden_states)
@@ -55,7 +57,11 @@ def test_ba_off_equals_sam_image_embeddings_and_attentions(sample_inputs):
 
 @pytest.mark.parametrize(
     "settings",
-    [dict(bias_mode="distance"), dict(bias_mode="coefficient", bias_layers="all"), dict(bias_mode="distance", bias_distance="euclidean")],
+    [
+        dict(bias_mode="distance"),
+        dict(bias_mode="coefficient", bias_layers="all"),
+        dict(bias_mode="distance", bias_distance="euclidean"),
+    ],
 )
 def test_ba_on_changes_outputs(settings, sample_inputs):
     sam, basam = sam_and_basam("sdpa", **settings)
@@ -66,7 +72,9 @@ def test_ba_on_changes_outputs(settings, sample_inputs):
 
 
 def test_is_a_sam_model_and_new_parameters_are_initialised_as_documented():
-    model = BaSamModel(BaSamConfig(**tiny_config_kwargs(bias_mode="coefficient", bias_layers="all", coefficient_init=0.25)))
+    model = BaSamModel(
+        BaSamConfig(**tiny_config_kwargs(bias_mode="coefficient", bias_layers="all", coefficient_init=0.25))
+    )
     assert isinstance(model, SamModel)
     coefficients = [layer.attn.coefficient for layer in model.vision_encoder.layers]
     assert all(torch.equal(c, torch.tensor([0.25])) for c in coefficients)

@@ -10,15 +10,13 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_, tiny_config_kwargs
 from PIL import Image
 from transformers import SamConfig, SamModel, SamProcessor, pipeline
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
-from basam_hf import BaSamConfig, BaSamImageProcessor, BaSamModel, save_pretrained_with_processor
-from basam_hf import processing_basam
+from basam_hf import BaSamConfig, BaSamImageProcessor, BaSamModel, processing_basam, save_pretrained_with_processor
 from basam_hf.conversion import convert_sam_to_basam
-
-from conftest import randomize_, tiny_config_kwargs
 
 PRETRAIN = 64
 ORIGINAL = (30, 50)  # height, width: non-square and smaller than the pretraining size
@@ -153,7 +151,11 @@ def test_pipeline_as_remote_code_without_the_package(saved_folder):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(saved_folder) + "-modules"}
     result = subprocess.run(
         [sys.executable, "-c", REMOTE, str(saved_folder)],
-        capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

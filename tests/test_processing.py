@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomize_, tiny_config_kwargs
 from transformers import AutoImageProcessor, AutoProcessor, SamProcessor
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil, _mask_to_rle
 
-from basam_hf import BaSamConfig, BaSamImageProcessor, BaSamModel, BaSamProcessor, processor_for_model
-from basam_hf import processing_basam
+from basam_hf import (
+    BaSamConfig,
+    BaSamImageProcessor,
+    BaSamModel,
+    BaSamProcessor,
+    processing_basam,
+    processor_for_model,
+)
 from basam_hf.processing_basam import batched_nms, nms, rle_to_mask
-
-from conftest import randomize_, tiny_config_kwargs
 
 PATCH = 8
 PRETRAIN = 64  # tiny configs: image_size 64, patch 8 -> 8x8 embedding grid, 32x32 masks
@@ -322,8 +327,14 @@ def test_bad_patch_size_raises_value_error(patch_size):
 
 @pytest.mark.parametrize(
     "shape, message",
-    [((0, 10, 3), "empty image"), ((10, 0, 3), "empty image"), ((0, 0, 3), "empty image"),
-     ((5, 40, 3), "smaller than one"), ((40, 7, 3), "smaller than one"), ((2000, 8, 3), "too elongated")],
+    [
+        ((0, 10, 3), "empty image"),
+        ((10, 0, 3), "empty image"),
+        ((0, 0, 3), "empty image"),
+        ((5, 40, 3), "smaller than one"),
+        ((40, 7, 3), "smaller than one"),
+        ((2000, 8, 3), "too elongated"),
+    ],
 )
 def test_bad_images_raise_value_error(processor, shape, message):
     with pytest.raises(ValueError, match=message):
@@ -352,8 +363,11 @@ def test_sam_processor_flow_gives_masks_at_the_original_size(size):
     processor = processor_for_model(model)
     images = [make_image(30, 50), make_image(90, 40, seed=3)]
     inputs = processor(
-        images, input_points=[[[10, 12]], [[20, 70]]], input_boxes=[[[2, 3, 40, 25]], [[5, 50, 30, 85]]],
-        size=size, return_tensors="pt",
+        images,
+        input_points=[[[10, 12]], [[20, 70]]],
+        input_boxes=[[[2, 3, 40, 25]], [[5, 50, 30, 85]]],
+        size=size,
+        return_tensors="pt",
     )
     with torch.no_grad():
         outputs = model(**inputs)

@@ -7,10 +7,9 @@ import textwrap
 
 import pytest
 import torch
+from conftest import randomize_, tiny_config_kwargs
 
 from basam_hf import BaSamConfig, BaSamModel
-
-from conftest import randomize_, tiny_config_kwargs
 
 # Runs in a fresh interpreter in which `import basam_hf` fails, whatever is installed.
 LOADER = textwrap.dedent(
@@ -44,17 +43,27 @@ def run_loader(folder, auto_name: str, trust: bool) -> subprocess.CompletedProce
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(folder) + "-modules"}
     return subprocess.run(
         [sys.executable, "-c", LOADER, str(folder), auto_name, "1" if trust else "0"],
-        capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, ):
+def saved_model(
+    tmp_path_factory,
+):
     folder = tmp_path_factory.mktemp("basam")
-    model = randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs(bias_mode="distance", learnable_slopes=True)))).eval()
+    model = randomize_(
+        BaSamModel(BaSamConfig(**tiny_config_kwargs(bias_mode="distance", learnable_slopes=True)))
+    ).eval()
     model.save_pretrained(folder)
     generator = torch.Generator().manual_seed(0)
-    inputs = dict(pixel_values=torch.randn(1, 3, 64, 64, generator=generator), input_points=torch.tensor([[[[20.0, 30.0]]]]))
+    inputs = dict(
+        pixel_values=torch.randn(1, 3, 64, 64, generator=generator), input_points=torch.tensor([[[[20.0, 30.0]]]])
+    )
     torch.save(inputs, folder / "inputs.pt")
     with torch.no_grad():
         expected = model(**inputs).pred_masks

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import BA_OFF, randomize_, tiny_config_kwargs
 from transformers import SamConfig, SamModel
 
 from basam_hf import BaSamConfig, BaSamModel
 from basam_hf.pos_embed import rescale_prompt_coordinates, resize_position_embeddings
-
-from conftest import BA_OFF, randomize_, tiny_config_kwargs
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,9 @@ def test_any_size_gives_consistent_shapes(model, size):
     with torch.no_grad():
         embeddings = model.get_image_embeddings(pixel_values)
         outputs = model(image_embeddings=embeddings, input_points=points, input_boxes=boxes)
-        masked = model(pixel_values=pixel_values, input_points=points, input_masks=torch.randn(2, 1, 4 * grid[0], 4 * grid[1]))
+        masked = model(
+            pixel_values=pixel_values, input_points=points, input_masks=torch.randn(2, 1, 4 * grid[0], 4 * grid[1])
+        )
     assert embeddings.shape == (2, 16, *grid)
     assert outputs.pred_masks.shape == (2, 1, 3, 4 * grid[0], 4 * grid[1])
     assert masked.pred_masks.shape == outputs.pred_masks.shape
@@ -38,7 +39,10 @@ def test_pretraining_size_with_ba_off_is_sam_and_other_sizes_do_not_need_a_confi
     basam.load_state_dict(sam.state_dict())
     pixel_values, points = torch.randn(1, 3, 64, 64), torch.tensor([[[[10.0, 20.0]]]])
     with torch.no_grad():
-        assert torch.equal(sam(pixel_values=pixel_values, input_points=points).pred_masks, basam(pixel_values=pixel_values, input_points=points).pred_masks)
+        assert torch.equal(
+            sam(pixel_values=pixel_values, input_points=points).pred_masks,
+            basam(pixel_values=pixel_values, input_points=points).pred_masks,
+        )
         with pytest.raises(ValueError):
             sam(pixel_values=torch.randn(1, 3, 128, 128))  # SAM cannot; BA-SAM can
         basam(pixel_values=torch.randn(1, 3, 128, 128), input_points=points)
@@ -51,7 +55,9 @@ def test_points_are_embedded_relative_to_the_current_input_size(model):
     labels = torch.tensor([[[1, 1]]])
     for size in [(64, 64), (128, 128), (32, 128)]:
         with torch.no_grad():
-            sparse, dense = encoder(points, labels, None, None, input_image_size=size, image_embedding_size=(size[0] // 8, size[1] // 8))
+            sparse, dense = encoder(
+                points, labels, None, None, input_image_size=size, image_embedding_size=(size[0] // 8, size[1] // 8)
+            )
             normalized = (points + 0.5) / torch.tensor([size[1], size[0]])
             expected = encoder.shared_embedding(normalized) + encoder.point_embed[1].weight
         torch.testing.assert_close(sparse[:, :, :2], expected, atol=1e-5, rtol=1e-5)

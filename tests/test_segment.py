@@ -30,11 +30,15 @@ def test_box_masks_equal_the_processor_and_model_path(model_dir, image):
     masks, scores = segment_image(model, processor, image, boxes=[[5, 5, 60, 40], [10, 0, 89, 49]], size=128)
     assert masks.shape == (2, 50, 90) and masks.dtype == bool and scores.shape == (2,)
     # The same prediction, written out with the processor and the model directly.
-    inputs = processor(images=image, input_boxes=[[[5.0, 5.0, 60.0, 40.0], [10.0, 0.0, 89.0, 49.0]]], size=128, return_tensors="pt")
+    inputs = processor(
+        images=image, input_boxes=[[[5.0, 5.0, 60.0, 40.0], [10.0, 0.0, 89.0, 49.0]]], size=128, return_tensors="pt"
+    )
     assert inputs["pixel_values"].shape[-1] == 128
     with torch.no_grad():
         outputs = model(**inputs, multimask_output=False)
-    expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])[0]
+    expected = processor.post_process_masks(
+        outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    )[0]
     assert np.array_equal(masks, expected[:, 0].numpy())
 
 
@@ -52,7 +56,12 @@ def test_single_point_keeps_the_best_of_three(model_dir, image):
 def test_automatic_masks_at_another_size(model_dir, image):
     model = load_model(model_dir)
     masks, scores = generate_masks(
-        model, load_processor(model_dir, model), image, size=96, points_per_side=4, pred_iou_thresh=0.0,
+        model,
+        load_processor(model_dir, model),
+        image,
+        size=96,
+        points_per_side=4,
+        pred_iou_thresh=0.0,
         stability_score_thresh=0.0,
     )
     assert masks.shape[1:] == (50, 90) and len(masks) == len(scores) >= 1

@@ -16,13 +16,12 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from basam_hf import BaSamConfig, BaSamModel, save_pretrained_with_processor
+from basam_hf.checkpoints import check_resume_compatible, latest_checkpoint, list_checkpoints
 from basam_hf.cli import main
 from basam_hf.conversion import is_ba_parameter
-from basam_hf.synthetic import save_synthetic_dataset
-from basam_hf.checkpoints import check_resume_compatible, latest_checkpoint, list_checkpoints
 from basam_hf.losses import mask_targets, segmentation_loss, training_loss
+from basam_hf.synthetic import save_synthetic_dataset
 from basam_hf.training import METRICS_LOG, finetune, read_metrics_log, trainable_parameter_names
-
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -22,4 +22,16 @@ AutoModelForMaskGeneration.register(BaSamConfig, BaSamModel, exist_ok=True)
 AutoImageProcessor.register(BaSamConfig, image_processor_classes={"pil": BaSamImageProcessor}, exist_ok=True)
 AutoProcessor.register(BaSamConfig, BaSamProcessor, exist_ok=True)
 
-__all__ = ["BaSamConfig", "BaSamImageProcessor", "BaSamModel", "BaSamPreTrainedModel", "BaSamProcessor", "BaSamVisionAttention", "BaSamVisionConfig", "BaSamVisionEncoder", "processor_for_model", "save_pretrained_with_processor", "__version__"]
+__all__ = [
+    "BaSamConfig",
+    "BaSamImageProcessor",
+    "BaSamModel",
+    "BaSamPreTrainedModel",
+    "BaSamProcessor",
+    "BaSamVisionAttention",
+    "BaSamVisionConfig",
+    "BaSamVisionEncoder",
+    "processor_for_model",
+    "save_pretrained_with_processor",
+    "__version__",
+]

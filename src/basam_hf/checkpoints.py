@@ -41,7 +41,6 @@ _VOLATILE_CONFIG_KEYS = frozenset(
 )
 
 
-
 def checkpoint_step(path: str | os.PathLike) -> int | None:
     """The step of a `checkpoint-STEP` folder name, or `None`."""
     name = Path(path).name

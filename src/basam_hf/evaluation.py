@@ -121,7 +121,9 @@ def ba_variant(model, **ba_settings):
 
     unknown = sorted(set(ba_settings) - set(BA_FIELDS))
     if unknown:
-        raise ValueError(f"Not BA settings: {unknown}; a variant keeps the weights and changes only {list(BA_FIELDS)}.")
+        raise ValueError(
+            f"Not BA settings: {unknown}; a variant keeps the weights and changes only {list(BA_FIELDS)}."
+        )
     config_dict = model.config.to_dict()
     config_dict["vision_config"].update(ba_settings)
     config = BaSamConfig.from_dict(config_dict)

@@ -10,7 +10,6 @@ LOSSES = {"bce-dice": ("bce", "dice"), "bce": ("bce",), "dice": ("dice",)}
 DICE_SMOOTH = 1.0
 
 
-
 def mask_targets(
     masks: Sequence[np.ndarray],
     reshaped_sizes: Sequence[Sequence[int]],

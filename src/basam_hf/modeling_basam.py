@@ -341,10 +341,16 @@ class BaSamPromptEncoder(SamPromptEncoder):
             if input_points is not None:
                 input_points = rescale_prompt_coordinates(input_points, input_image_size, reference)
             if input_boxes is not None:
-                boxes = rescale_prompt_coordinates(input_boxes.reshape(*input_boxes.shape[:-1], 2, 2), input_image_size, reference)
+                boxes = rescale_prompt_coordinates(
+                    input_boxes.reshape(*input_boxes.shape[:-1], 2, 2), input_image_size, reference
+                )
                 input_boxes = boxes.reshape(input_boxes.shape)
         sparse, dense = super().forward(input_points, input_labels, input_boxes, input_masks)
-        if input_masks is None and image_embedding_size is not None and dense.shape[-2:] != tuple(image_embedding_size):
+        if (
+            input_masks is None
+            and image_embedding_size is not None
+            and dense.shape[-2:] != tuple(image_embedding_size)
+        ):
             dense = dense[..., :1, :1].expand(-1, -1, *image_embedding_size)
         return sparse, dense
 
@@ -411,7 +417,9 @@ class BaSamModel(BaSamPreTrainedModel, SamModel):
                 f"got shape {tuple(input_points.shape)}."
             )
         if input_boxes is not None and input_boxes.ndim != 3:
-            raise ValueError(f"input_boxes must be a 3D tensor (batch_size, num_boxes, 4), got {tuple(input_boxes.shape)}.")
+            raise ValueError(
+                f"input_boxes must be a 3D tensor (batch_size, num_boxes, 4), got {tuple(input_boxes.shape)}."
+            )
         if input_points is not None and input_boxes is not None and input_points.shape[1] != input_boxes.shape[1]:
             raise ValueError(
                 f"Provide as many boxes as point groups per image: got {input_points.shape[1]} and {input_boxes.shape[1]}."

@@ -34,6 +34,8 @@ def rescale_prompt_coordinates(
     if tuple(input_size) == tuple(reference_size):
         return coords
     ratio = torch.tensor(
-        [reference_size[1] / input_size[1], reference_size[0] / input_size[0]], dtype=coords.dtype, device=coords.device
+        [reference_size[1] / input_size[1], reference_size[0] / input_size[0]],
+        dtype=coords.dtype,
+        device=coords.device,
     )
     return (coords + 0.5) * ratio - 0.5

@@ -10,9 +10,9 @@ Imports only numpy, torch and transformers, so that `save_pretrained` ships this
 """
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
