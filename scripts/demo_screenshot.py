@@ -4,77 +4,28 @@ headless Chromium, draw a box (or click a point), press Run and save the page on
     python scripts/demo_screenshot.py --model default --box 60 40 270 250 --output docs/demo.png
 
 Needs what the demo's browser test needs: `pip install -e ".[dev]"` and Debian's `chromium` + `chromium-driver`
-(`bash scripts/install_browser.sh`).
+(`bash scripts/install_browser.sh`); `CHROMIUM_BINARY` and `CHROMEDRIVER` point elsewhere (`scripts/demo_browser.py`).
 """
 
 import argparse
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from demo_browser import chrome, click_pixel, start_demo, stop, wait_for_demo
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"basam-hf demo exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"basam-hf demo did not answer on {url}")
-
-
-def _click_pixel(driver, element, x: int, y: int) -> None:
-    """Click the displayed image at original pixel `(x, y)`, whatever its displayed size."""
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-    width, height, natural_width, natural_height = driver.execute_script(
-        "const e = arguments[0], r = e.getBoundingClientRect(); return [r.width, r.height, e.naturalWidth, "
-        "e.naturalHeight]",
-        element,
-    )
-    offset_x = (x + 0.5) * width / natural_width - width / 2
-    offset_y = (y + 0.5) * height / natural_height - height / 2
-    ActionChains(driver).move_to_element_with_offset(element, round(offset_x), round(offset_y)).click().perform()
-
-
 def take_screenshot(args: argparse.Namespace) -> Path:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = _free_port()
-    command = [sys.executable, "-m", "basam_hf.cli", "demo", "--model", args.model, "--port", str(port)]
-    command += ["--host", "127.0.0.1"] + (["--size", str(args.size)] if args.size else [])
-    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen(command, env=env)
-    options = webdriver.ChromeOptions()
-    options.binary_location = args.chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(argument)
-    options.add_argument(f"--window-size={args.width},{args.height}")
+    server, url = start_demo(["--model", args.model] + (["--size", str(args.size)] if args.size else []))
     driver = None
     try:
-        url = f"http://127.0.0.1:{port}/"
-        _wait_for(url, server)
-        driver = webdriver.Chrome(service=Service(args.chromedriver), options=options)
+        wait_for_demo(url, server)
+        driver = chrome(args.width, args.height)
         wait = WebDriverWait(driver, args.timeout)
         driver.get(url)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#basam-samples button.gallery-item"))[
@@ -90,7 +41,7 @@ def take_screenshot(args: argparse.Namespace) -> Path:
             clicks = [args.point]
         for x, y in clicks:
             before = prompt_box.get_attribute("value")
-            _click_pixel(driver, driver.find_element(By.CSS_SELECTOR, "#basam-input img"), x, y)
+            click_pixel(driver, driver.find_element(By.CSS_SELECTOR, "#basam-input img"), x, y)
             wait.until(lambda d, before=before: prompt_box.get_attribute("value") != before)
         print(f"prompts: {json.loads(prompt_box.get_attribute('value'))}")
         driver.find_element(By.CSS_SELECTOR, "#basam-run").click()
@@ -105,11 +56,7 @@ def take_screenshot(args: argparse.Namespace) -> Path:
     finally:
         if driver is not None:
             driver.quit()
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 
 def main() -> None:
@@ -124,8 +71,6 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1080)
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the masks")
-    parser.add_argument("--chromium", default=os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium"))
-    parser.add_argument("--chromedriver", default=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
     print(f"Saved {take_screenshot(parser.parse_args())}")
 
 

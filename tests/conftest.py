@@ -1,11 +1,15 @@
 """Shared helpers: tiny random BA-SAM / SAM configurations that run in milliseconds on CPU."""
 
 import os
-import socket
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# scripts/demo_browser.py (the demo's browser helpers) is shared with scripts/demo_screenshot.py.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from demo_browser import free_port  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download during tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -75,13 +79,6 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def free_port() -> int:
-    """A localhost TCP port that is free now (for a server or launcher a test starts)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def accelerate_launch(num_processes: int = 2) -> tuple[list[str], dict]:

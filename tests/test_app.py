@@ -4,16 +4,15 @@ Chromium (Debian's `chromium` + `chromium-driver`, through selenium) against a t
 import json
 import os
 import runpy
-import subprocess
 import sys
-import time
 import urllib.request
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BA_OFF, free_port, save_tiny_model
+from conftest import BA_OFF, save_tiny_model
+from demo_browser import CHROMEDRIVER, CHROMIUM, chrome, click_pixel, start_demo, stop, wait_for_demo
 from PIL import Image
 
 from basam_hf import app
@@ -25,8 +24,6 @@ from basam_hf.segment import segment_image
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 # Screenshots of the page go here (gitignored); CI can collect them.
 ARTIFACTS = Path(os.environ.get("BASAM_TEST_ARTIFACTS", Path(__file__).resolve().parent / "artifacts"))
 # Model seed 4 gives masks that are neither empty nor full for the sample below, so comparing pixels means something.
@@ -196,58 +193,29 @@ def _browser_or_skip():
 def demo_server(model_dir, tmp_path):
     """`basam-hf demo` on a free localhost port, in its own process; stopped (terminate, then kill) afterwards."""
     _browser_or_skip()
-    port = free_port()
     temp = tmp_path / "tmp"  # Gradio's cache and the app's files stay inside the test's folder
     temp.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    env["TMPDIR"] = str(temp)
-    command = [sys.executable, "-m", "basam_hf.cli", "demo", "--model", model_dir, "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--max-pixels", "150000"]
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
+        process, url = start_demo(
+            ["--model", model_dir, "--max-pixels", "150000"],
+            env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TMPDIR": str(temp)},
+            output=log,
+        )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the demo exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the demo did not answer on {url}:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.5)
+        try:
+            wait_for_demo(url, process, seconds=90)
+        except RuntimeError as error:
+            pytest.fail(f"{error}:\n{log_path.read_text(errors='replace')}")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop(process)
         print(f"demo server log: {log_path}")
 
 
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1400,1100",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = chrome(1400, 1100)
     try:
         yield driver
     finally:
@@ -257,17 +225,6 @@ def browser():
 def _fetch_png(url: str) -> np.ndarray:
     with urllib.request.urlopen(url, timeout=30) as response:
         return np.asarray(Image.open(BytesIO(response.read())))
-
-
-def _click_image_pixel(driver, element, x: int, y: int, natural_size: tuple[int, int]) -> None:
-    """Click the displayed image at original pixel `(x, y)` (centre of the pixel), whatever its displayed size."""
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-    rect = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", element)
-    offset_x = (x + 0.5) * rect[0] / natural_size[0] - rect[0] / 2
-    offset_y = (y + 0.5) * rect[1] / natural_size[1] - rect[1] / 2
-    ActionChains(driver).move_to_element_with_offset(element, round(offset_x), round(offset_y)).click().perform()
 
 
 def _toast_texts(driver) -> list[str]:
@@ -297,7 +254,7 @@ def test_page_click_gives_the_python_api_mask(demo_server, browser, model_dir, s
     original = app.read_image(sample)
     assert tuple(natural) == original.size
 
-    _click_image_pixel(browser, image, 150, 170, original.size)
+    click_pixel(browser, image, 150, 170)
     prompt_box = browser.find_element(By.CSS_SELECTOR, "#basam-prompts textarea")
     wait.until(lambda d: json.loads(prompt_box.get_attribute("value"))["points"])
     received = json.loads(prompt_box.get_attribute("value"))
