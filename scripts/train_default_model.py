@@ -1,4 +1,5 @@
-"""Train the embedded default BA-SAM model (issue 7): a small SAM-architecture model, from scratch, on synthetic data.
+"""Train the embedded default BA-SAM model (issue 7): a small SAM-architecture model, from scratch (or from a model,
+`--init-from`), on synthetic data.
 
 What it does, all seeded:
 1. builds a small `BaSamConfig` (defaults below: ViT 128 wide, 8 layers, 4 heads, windows of 4 tokens with global
@@ -24,27 +25,48 @@ What it does, all seeded:
    its `test_results.json`; first, `--iou-steps` steps per prompt kind train only its IoU-prediction head (the masks
    do not change; `calibrate_iou_head`).
 
-The full run (the defaults below; 2-core Xeon):
+The installed model comes from two runs (2-core Xeon). Stage 1, from scratch with the defaults below:
 
-    python scripts/train_default_model.py --output-dir runs/default-model --threads 2
+    python scripts/train_default_model.py --output-dir runs/default-model --threads 2 \
+        --install-default --install-dir runs/stage-1
 
 - rendering 8,384 samples at 256 px: 383 s;
 - training 8,000 steps of 8 images (8 epochs of the 8,000 training images): 73 min (the first 2,066 steps with
   `--threads 1` at 0.73 s per step while other jobs ran, the rest resumed with `--resume --threads 2` at 0.48 s per
   step including validation);
 - validation box mIoU (128 scenes) by step: 250: 0.17, 500: 0.49, 1,000: 0.57, 2,000: 0.61, 3,000: 0.65,
-  4,000: 0.69, 5,000: 0.70, 6,000: 0.73, 7,000: 0.74, 8,000: 0.75 (still rising about 0.01 per 500 steps);
-- held-out test (256 scenes, never seen): **box mIoU 0.751** for `best/` (= `final/`, step 8,000). Issue 7 asks for
-  >= 0.85: not reached. For comparison, the ellipse inscribed in the prompt box (a predictor that never looks at the
-  image) scores 0.61 on the first 64 of these scenes, so the model does segment what it sees, but not well enough
-  yet. The curve suggests a longer run (`--resume` with more `--epochs`) rather than another learning rate: a
-  pilot at 3e-4 matched 1e-3 over its first 300 steps, and lowering the rate at step 3,000 (StepLR) did not change
-  the slope. The IoU-prediction head was not trained by this run (the loss then had no IoU term for one mask):
-  `--install-default` trains it alone afterwards (`calibrate_iou_head`), which leaves the masks unchanged.
+  4,000: 0.69, 5,000: 0.70, 6,000: 0.73, 7,000: 0.74, 8,000: 0.75;
+- held-out test (256 scenes, never seen): box mIoU 0.751 (the package's default model until stage 2; its weights
+  are `src/basam_hf/default/model.safetensors` at commit 79817d7).
 
-Install the trained model (with the package's BA settings, `--install-ba`; re-evaluated after installation):
+Stage 2 continues that model (`--init-from`, BA off) on the same data with a decaying learning rate, 2.5e-4 (the
+rate stage 1 ended with) halved every 1,000 steps:
 
-    python scripts/train_default_model.py --output-dir runs/default-model --skip-training --install-default
+    python scripts/train_default_model.py --output-dir runs/continue --data-dir runs/default-model/data \
+        --threads 2 --init-from runs/stage-1 --learning-rate 2.5e-4 --lr-step-epochs 1 --epochs 3 --install-default
+
+- 3,000 steps in 17.5 min (0.35 s per step);
+- validation box mIoU by step: 500: 0.751, 1,000: 0.759, 1,500: 0.765, 2,000: 0.769, 2,500: 0.771;
+- held-out test: **box mIoU 0.773** (`best/` = `final/`, step 3,000); installed, with the package's BA settings and
+  the IoU head recalibrated, 0.771 (`src/basam_hf/default/test_results.json`). Issue 7 asks for >= 0.85: not
+  reached. For comparison, the ellipse inscribed in the prompt box (a predictor that never looks at the image)
+  scores 0.61 on the first 64 of these scenes, so the model does segment what it sees, but not well enough yet.
+
+What did not reach the bar, measured: the model underfits rather than overfits (on 64 scenes each, stage 1 scored
+mIoU 0.766 on training scenes and 0.743 on held-out ones): its masks are blobs that miss concavities, spikes and
+occluder cut-outs. Finer tokens do not fix that within a session: 8 px patches (32 x 32 tokens; ViT 64 wide,
+2 heads, windows of 8 tokens, `--patch-size 8 --window-size 8 --hidden-size 64 --heads 2 --lr-step-epochs 2`) cost
+1.1 s per step and reached validation mIoU 0.32 / 0.57 / 0.61 / 0.62 / 0.66 at steps 500 / 1,000 / 1,500 / 2,000 /
+2,500, within 0.03 of the 16 px model at equal steps (stopped there). Lowering the learning rate helps each time
+(the training loss drops right after every halving), hence stage 2; a 3e-4 pilot matched 1e-3 over its first 300
+steps. Evaluating without clutter or occluders gave 0.70 at step 2,500 of stage 1, so the scenes' difficulty is not
+what limits it. The IoU-prediction head is trained by the loss's IoU term, and `--install-default` recalibrates it
+alone (`calibrate_iou_head`), which leaves the masks unchanged.
+
+Install a trained run (with the package's BA settings, `--install-ba`; re-evaluated after installation):
+
+    python scripts/train_default_model.py --output-dir runs/continue --data-dir runs/default-model/data \
+        --skip-training --install-default
 """
 
 import argparse
@@ -80,6 +102,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--window-size", type=int, default=4)
     parser.add_argument("--global-layers", type=int, nargs="+", default=[3, 7])
     parser.add_argument("--output-channels", type=int, default=64, help="neck, prompt encoder and mask decoder width")
+    parser.add_argument(
+        "--init-from",
+        help="start from this model (folder, repo id or `default`) with BA off instead of a fresh initialisation; "
+        "the architecture arguments are then ignored",
+    )
     parser.add_argument("--bias-mode", default="none", help="BA while training (none: plain SAM)")
     parser.add_argument("--attention-scaling", default="none")
     # Data.
@@ -300,7 +327,12 @@ def main(argv=None) -> int:
     if not args.skip_training:
         from basam_hf.training import finetune
 
-        model = init_model(build_config(args), args.seed)
+        if args.init_from:
+            from basam_hf.evaluation import load_model, sam_variant
+
+            model = sam_variant(load_model(args.init_from))  # trained as plain SAM, like a fresh model
+        else:
+            model = init_model(build_config(args), args.seed)
         parameters = sum(p.numel() for p in model.parameters())
         print(f"{parameters / 1e6:.2f} M parameters ({parameters * 4 / 2**20:.1f} MB in float32).", flush=True)
         start = time.perf_counter()

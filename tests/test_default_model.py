@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BA_OFF
+from conftest import BA_OFF, save_tiny_model
 
 from basam_hf import BaSamModel, cli, study
 from basam_hf.data import mask_box
@@ -52,6 +52,23 @@ def test_training_script_trains_tests_and_installs(tmp_path, single_thread):
     assert json.loads((target / "test_results.json").read_text())["installed"]["ba"]["bias_slope_scale"] == 0.5
     changed = {name for name, tensor in trained.state_dict().items() if not installed.state_dict()[name].equal(tensor)}
     assert changed and all(name.startswith("mask_decoder.iou_prediction_head.") for name in changed)  # calibrated
+
+
+@pytest.mark.slow
+def test_training_script_continues_from_a_model_with_ba_off(tmp_path, single_thread):
+    """Stage 2 of the recipe: `--init-from` starts from a saved model (here one installed with BA on), trains it
+    as plain SAM and ignores the architecture arguments."""
+    script = load_script()
+    start = tmp_path / "start"
+    save_tiny_model(start, seed=1, bias_mode="distance", attention_scaling="log_length")
+    argv = ["--output-dir", str(tmp_path / "run"), "--init-from", str(start), *TINY_RUN, "--learning-rate", "1e-7"]
+    assert script.main(argv + ["--hidden-size", "64"]) == 0
+    before, after = BaSamModel.from_pretrained(start), BaSamModel.from_pretrained(tmp_path / "run" / "final")
+    assert after.config.vision_config.bias_mode == "none" and after.config.vision_config.attention_scaling == "none"
+    assert after.config.vision_config.hidden_size == before.config.vision_config.hidden_size
+    weights = after.state_dict()
+    for name, tensor in before.state_dict().items():  # two steps at lr 1e-7: the starting weights, nearly
+        assert (weights[name] - tensor).abs().max() < 1e-5, name
 
 
 def test_default_model_is_small_and_ships_current_code():
