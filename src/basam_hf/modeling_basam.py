@@ -160,9 +160,10 @@ class BaSamVisionAttention(SamVisionAttention):
     def forward(self, hidden_states: torch.Tensor, output_attentions=None) -> tuple[torch.Tensor, torch.Tensor]:
         batch_size, height, width, _ = hidden_states.shape
         num_tokens = height * width
-        # q, k, v with shape (B, heads, N, head_dim)
+        # q, k, v with shape (B, heads, N, head_dim), contiguous like SAM's: matmuls over the same memory layout pick
+        # the same BLAS kernels, so BA off stays bit-identical to SAM on every CPU (strided views did not on AMD).
         qkv = self.qkv(hidden_states).reshape(batch_size, num_tokens, 3, self.num_attention_heads, -1)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
         scale = self.attention_scale(height, width)
         rel_h, rel_w = self._decomposed_terms(query, height, width)
         dropout = self.dropout if self.training else 0.0
