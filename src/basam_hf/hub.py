@@ -371,8 +371,8 @@ def push_to_hub(
 
     The repo is created if missing (`create_repo(exist_ok=True)`, `private` applies to a new repo). A folder without
     `README.md` gets a card rendered from its config, and a basam-hf card naming another model or a local folder is
-    pointed at `repo_id` ([`retarget_model_card`]); both are written into the folder, except in a dry run. With `dry_run`,
-    nothing is written or sent: the result lists exactly the files that would be uploaded.
+    pointed at `repo_id` ([`retarget_model_card`]); both are written into the folder, except in a dry run. With
+    `dry_run`, nothing is written or sent: the result lists exactly the files that would be uploaded.
 
     Args:
         api: a `huggingface_hub.HfApi` (default: a new one, using the token of `hf auth login` / `HF_TOKEN`).
