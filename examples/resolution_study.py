@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from basam_hf.evaluation import BA_OFF, ba_variant, load_model
-from basam_hf.study import HELD_OUT_SEED, OVERLAY_FILE, build_variants, overlay_grid, study_models, study_table
+from basam_hf.study import run_study, study_table
 from basam_hf.synthetic import synthetic_segmentation_dataset
 from basam_hf.training import finetune
 
@@ -95,12 +95,10 @@ def main(argv=None) -> int:
     if args.finetune_steps > 0:
         size = sizes_for(vision.image_size, vision.patch_size, [args.finetune_scale])[0]
         variants.update(fine_tuned_models(model, args, size))
-    models = build_variants(model, variants)
-    summary = study_models(
-        models, sizes, variants=variants, model_name=args.model, num_samples=args.samples, output_dir=args.output
-    )
-    shown = {name: models[name] for name in OVERLAY_VARIANTS if name in models}
-    overlay_grid(shown, sizes, seed=HELD_OUT_SEED).save(args.output / OVERLAY_FILE)
+    summary = run_study(
+        model, variants, sizes, num_samples=args.samples, output_dir=args.output, overlay=OVERLAY_VARIANTS,
+        model_name=args.model,
+    )  # fmt: skip
     print(study_table(summary), end="")
     print(f"Reports in {args.output}")
     return 0

@@ -82,46 +82,26 @@ def run_study(
     seed: int = HELD_OUT_SEED,
     prompt: str = "box",
     output_dir: str | os.PathLike | None = None,
+    overlay: Sequence[str] = (),
+    model_name: str | None = None,
     accelerator=None,
 ) -> dict:
     """Evaluate `variants` (see [`build_variants`]) of `model` on `num_samples` synthetic scenes rendered at each
     size; returns the summary (as [`basam_hf.evaluation.evaluate`]'s, one result per variant and size, `model` being
-    the variant's name). With `output_dir`, results are cached per (variant, size) and the reports are written."""
+    the variant's name). With `output_dir`, results are cached per (variant, size) and the reports are written, plus
+    `overlay.png` ([`overlay_grid`], from the same models) of the variants named in `overlay`. `model_name` names the
+    model in the reports (default: its `name_or_path`)."""
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
-    return study_models(
-        build_variants(model, variants),
-        sizes,
-        variants=variants,
-        model_name=str(getattr(model, "name_or_path", "model")),
-        num_samples=num_samples,
-        seed=seed,
-        prompt=prompt,
-        output_dir=output_dir,
-        accelerator=accelerator,
-    )
-
-
-def study_models(
-    models: Mapping[str, object],
-    sizes: Sequence[int],
-    *,
-    variants: Mapping[str, Mapping | object],
-    model_name: str,
-    num_samples: int = 64,
-    seed: int = HELD_OUT_SEED,
-    prompt: str = "box",
-    output_dir: str | os.PathLike | None = None,
-    accelerator=None,
-) -> dict:
-    """[`run_study`] on models already built from `variants` (`{name: model}`, see [`build_variants`]), for callers
-    that use the models again (e.g. for [`overlay_grid`])."""
+    models = build_variants(model, variants)
+    if model_name is None:
+        model_name = str(getattr(model, "name_or_path", "model"))
     output = Path(output_dir) if output_dir is not None else None
     if output is not None:
         (output / "runs").mkdir(parents=True, exist_ok=True)
     # A cached result is reused only for the same weights, BA settings and scenes.
     keys = {
-        name: {"weights": weights_fingerprint(model), "ba": ba_settings(model), "scenes": [num_samples, seed]}
-        for name, model in models.items()
+        name: {"weights": weights_fingerprint(variant), "ba": ba_settings(variant), "scenes": [num_samples, seed]}
+        for name, variant in models.items()
     }
     results, dataset = [], None
     for size in sizes:
@@ -159,6 +139,9 @@ def study_models(
     }
     if output is not None:
         write_study_reports(summary, output)
+        shown = {name: models[name] for name in overlay if name in models}
+        if shown:
+            overlay_grid(shown, sizes, seed=seed).save(output / OVERLAY_FILE)
     return summary
 
 
@@ -231,18 +214,10 @@ def compare(
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     base = model.config.vision_config.image_size
     sizes = list(sizes or [base, 2 * base, 3 * base])
-    models = build_variants(model, COMPARE_VARIANTS)
-    summary = study_models(
-        models,
-        sizes,
-        variants=COMPARE_VARIANTS,
-        model_name=str(getattr(model, "name_or_path", "model")),
-        num_samples=num_samples,
-        seed=seed,
-        output_dir=output_dir,
-    )
-    overlay_grid(models, sizes, seed=seed).save(Path(output_dir) / OVERLAY_FILE)
-    return summary
+    return run_study(
+        model, COMPARE_VARIANTS, sizes, num_samples=num_samples, seed=seed, output_dir=output_dir,
+        overlay=list(COMPARE_VARIANTS),
+    )  # fmt: skip
 
 
 __all__ = [
@@ -252,7 +227,6 @@ __all__ = [
     "compare",
     "overlay_grid",
     "run_study",
-    "study_models",
     "study_table",
     "write_study_reports",
 ]
