@@ -200,26 +200,24 @@ def write_model_card(folder: str | os.PathLike, **card_kwargs) -> Path:
 _LOADING_ID = re.compile(r'(from_pretrained\(|model=)"[^"]*"')
 
 
-def retarget_model_card(path: str | os.PathLike, repo_id: str, *, write: bool = True) -> bool:
-    """Point a card rendered by basam-hf at `repo_id`: its title, `model-index` name and loading examples. A card
-    written for a local folder (e.g. by `finetune` without `push_to_hub`) names that folder, and pushed as it is it
-    would tell Hub users to load a path on the trainer's disk. Cards without the `ba-sam` tag (written by hand) are
-    left alone. Returns whether the card changes; `write=False` only checks."""
+def retarget_model_card(path: str | os.PathLike, repo_id: str):
+    """The card at `path` pointed at `repo_id` (title, `model-index` name, loading examples), or `None` when it needs
+    no change. A card written by basam-hf for a local folder (e.g. by `finetune` without `push_to_hub`) names that
+    folder, and pushed as it is it would tell Hub users to load a path on the trainer's disk. Cards without the
+    `ba-sam` tag (written by hand) are left alone (`None`). Nothing is written: save the returned card."""
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(path)
     if "ba-sam" not in (card.data.tags or []):
-        return False
+        return None
     old_name, name = card.data.model_name, repo_id.split("/")[-1]
     text = _LOADING_ID.sub(lambda match: f'{match.group(1)}"{repo_id}"', card.text)
     if old_name:
         text = text.replace(f"\n# {old_name}\n", f"\n# {name}\n", 1)
     if text == card.text and old_name == name:
-        return False
-    if write:
-        card.text, card.data.model_name = text, name
-        card.save(str(path))
-    return True
+        return None
+    card.text, card.data.model_name = text, name
+    return card
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -386,15 +384,15 @@ def push_to_hub(
     generated_card = MODEL_CARD_FILE not in files
     if generated_card:
         files = sorted(files + [MODEL_CARD_FILE])
-    retargeted = not generated_card and retarget_model_card(folder / MODEL_CARD_FILE, repo_id, write=False)
-    card_changes = {"generated_card": generated_card, "retargeted_card": retargeted}
+    retargeted = None if generated_card else retarget_model_card(folder / MODEL_CARD_FILE, repo_id)
+    card_changes = {"generated_card": generated_card, "retargeted_card": retargeted is not None}
     if dry_run:
         return PushResult(repo_id, files, dry_run=True, **card_changes)
     api = api if api is not None else _default_api()
     if generated_card:
         write_model_card(folder, repo_id=repo_id, model_name=repo_id.split("/")[-1])
-    elif retargeted:
-        retarget_model_card(folder / MODEL_CARD_FILE, repo_id)
+    elif retargeted is not None:
+        retargeted.save(str(folder / MODEL_CARD_FILE))
     repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     target = getattr(repo_url, "repo_id", None) or repo_id
     # Exact names (escaped: fnmatch would read `[` as a pattern), so the upload is the list checked above.
