@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from basam_hf.configuration_basam import BA_DEFAULTS
 from basam_hf.evaluation import BA_OFF, ba_variant, load_model
 from basam_hf.study import run_study, study_table
 from basam_hf.synthetic import synthetic_segmentation_dataset
@@ -24,21 +25,22 @@ from basam_hf.training import finetune
 
 LOG = {"attention_scaling": "log_length"}
 DISTANCE = {"bias_mode": "distance", "distance_unit": "token", "bias_slope_scale": 1.0}
-# name -> BA settings applied to the same weights (zero-shot). The package default is "distance + log-length".
+DEFAULT = "distance (pretrain grid) + log-length"  # the package's default BA settings, BA_DEFAULTS
+# name -> BA settings applied to the same weights (zero-shot).
 ZERO_SHOT = {
     "SAM (BA off)": BA_OFF,
     "log-length scale only": {**BA_OFF, **LOG},
     "distance only": {**DISTANCE, "attention_scaling": "none"},
     "distance + log-length": {**DISTANCE, **LOG},
-    "distance (pretrain grid) + log-length": {**DISTANCE, **LOG, "distance_unit": "pretrain_grid"},
+    DEFAULT: dict(BA_DEFAULTS),
     "distance x0.25 + log-length": {**DISTANCE, **LOG, "bias_slope_scale": 0.25},
     "distance x4 + log-length": {**DISTANCE, **LOG, "bias_slope_scale": 4.0},
     "coefficient + log-length": {"bias_mode": "coefficient", **LOG},
 }
 # name -> BA settings of a fine-tuned model (and of its control).
-FINE_TUNED = {"fine-tuned with BA": {**DISTANCE, **LOG}, "fine-tuned, BA off": BA_OFF}
+FINE_TUNED = {"fine-tuned with BA": dict(BA_DEFAULTS), "fine-tuned, BA off": BA_OFF}
 TRAIN_SEED = 100  # the default model's training scenes, here rendered at the fine-tuning size
-OVERLAY_VARIANTS = ("SAM (BA off)", "distance + log-length", "fine-tuned with BA")
+OVERLAY_VARIANTS = ("SAM (BA off)", DEFAULT, "fine-tuned with BA")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

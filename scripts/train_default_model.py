@@ -76,13 +76,13 @@ import sys
 import time
 from pathlib import Path
 
+from basam_hf.configuration_basam import BA_DEFAULTS  # the package's default BA settings, for the installed model
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = REPO / "src" / "basam_hf" / "default"
 
 TRAIN_SEED, VAL_SEED, TEST_SEED = 100, 101, 102  # dataset seeds: disjoint sample seeds (synthetic.dataset_seeds)
 DATA_META = "data.json"
-# The package's default BA settings (chosen from examples/resolution_study.py), given to the installed model.
-INSTALLED_BA = {"bias_mode": "distance", "attention_scaling": "log_length", "distance_unit": "pretrain_grid"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -139,7 +139,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--install-ba",
         nargs="*",
-        default=[f"{key}={value}" for key, value in INSTALLED_BA.items()],
+        default=[f"{key}={value}" for key, value in BA_DEFAULTS.items()],
         metavar="FIELD=VALUE",
         help="BA settings written into the installed config (default: %(default)s)",
     )

@@ -10,6 +10,7 @@ import pytest
 from conftest import BA_OFF, save_tiny_model
 
 from basam_hf import BaSamModel, cli, study
+from basam_hf.configuration_basam import BA_DEFAULTS
 from basam_hf.data import mask_box
 from basam_hf.evaluation import evaluate, load_model
 from basam_hf.synthetic import synthetic_segmentation_dataset
@@ -76,6 +77,11 @@ def test_default_model_is_small_and_ships_current_code():
     assert weights.stat().st_size < 10 * 2**20
     for code in DEFAULT.glob("*.py"):  # for trust_remote_code: links to (or, in a wheel, copies of) the package
         assert code.read_text() == (REPO / "src" / "basam_hf" / code.name).read_text(), code.name
+
+
+def test_default_model_carries_the_package_default_ba_settings():
+    vision = load_model("default").config.vision_config
+    assert {field: getattr(vision, field) for field in BA_DEFAULTS} == BA_DEFAULTS
 
 
 ISSUE_BAR = 0.85  # issue 7: held-out box mIoU of the default model at its training size

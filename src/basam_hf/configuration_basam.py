@@ -122,6 +122,13 @@ class BaSamVisionConfig(SamVisionConfig):
         return {field: getattr(self, field) for field in BA_FIELDS}
 
 
+# The package's default BA settings: `BaSamVisionConfig`'s defaults, chosen by the resolution study (README).
+BA_DEFAULTS = {
+    field: getattr(BaSamVisionConfig, field)
+    for field in ("bias_mode", "attention_scaling", "distance_unit", "bias_slope_scale")
+}
+
+
 def _vision_property(name: str) -> property:
     """A `BaSamConfig` attribute that reads and writes the vision config's field, so that
     `BaSamModel.from_pretrained(path, bias_mode=...)` sets the encoder's setting."""
@@ -184,4 +191,4 @@ for _name in BA_FIELDS:
     setattr(BaSamConfig, _name, _vision_property(_name))
 del _name
 
-__all__ = ["BaSamConfig", "BaSamVisionConfig"]
+__all__ = ["BA_DEFAULTS", "BaSamConfig", "BaSamVisionConfig"]
