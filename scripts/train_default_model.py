@@ -94,7 +94,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="initialisation and training seed")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     # Architecture.
-    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="input size to train at (default 256; with --init-from, the model's own, and another size rebases the "
+        "model to it: basam_hf.conversion.rebase_image_size)",
+    )
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=8)
@@ -105,7 +110,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--init-from",
         help="start from this model (folder, repo id or `default`) with BA off instead of a fresh initialisation; "
-        "the architecture arguments are then ignored",
+        "the architecture arguments other than --image-size are then ignored",
     )
     parser.add_argument("--bias-mode", default="none", help="BA while training (none: plain SAM)")
     parser.add_argument("--attention-scaling", default="none")
@@ -191,6 +196,12 @@ def init_model(config, seed: int):
         embedding = model.shared_image_embedding.positional_embedding
         embedding.copy_(torch.randn(embedding.shape, generator=generator))  # PositionEmbeddingRandom(scale=1.0)
     return model
+
+
+def saved_image_size(folder: Path) -> int | None:
+    """The input size of the model saved in `folder` (an earlier run's, for `--skip-training`), if there is one."""
+    config = folder / "config.json"
+    return json.loads(config.read_text())["vision_config"]["image_size"] if config.is_file() else None
 
 
 def make_data(data_dir: Path, args: argparse.Namespace) -> dict[str, Path]:
@@ -321,17 +332,23 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.output_dir.mkdir(parents=True, exist_ok=True)
+    model = None
+    if args.init_from and not args.skip_training:
+        from basam_hf.conversion import rebase_image_size
+        from basam_hf.evaluation import load_model, sam_variant
+
+        model = sam_variant(load_model(args.init_from))  # trained as plain SAM, like a fresh model
+        args.image_size = args.image_size or model.config.vision_config.image_size
+        if args.image_size != model.config.vision_config.image_size:
+            model = rebase_image_size(model, args.image_size)
+    args.image_size = args.image_size or saved_image_size(args.output_dir / args.install_from) or 256
     data = make_data(args.data_dir or args.output_dir / "data", args)
     timings = {}
 
     if not args.skip_training:
         from basam_hf.training import finetune
 
-        if args.init_from:
-            from basam_hf.evaluation import load_model, sam_variant
-
-            model = sam_variant(load_model(args.init_from))  # trained as plain SAM, like a fresh model
-        else:
+        if model is None:
             model = init_model(build_config(args), args.seed)
         parameters = sum(p.numel() for p in model.parameters())
         print(f"{parameters / 1e6:.2f} M parameters ({parameters * 4 / 2**20:.1f} MB in float32).", flush=True)

@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
-from conftest import randomize_, tiny_config_kwargs
+from conftest import BA_OFF, randomize_, tiny_config_kwargs
 from safetensors.torch import load_file
 from transformers import SamConfig, SamModel
 
-from basam_hf import BaSamModel
+from basam_hf import BaSamConfig, BaSamModel
 from basam_hf.cli import main
-from basam_hf.conversion import convert_sam_to_basam
+from basam_hf.conversion import convert_sam_to_basam, rebase_image_size
 
 
 @pytest.fixture
@@ -79,3 +79,36 @@ def test_cli_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and "basam-hf 0.1.0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("size", [96, 40])  # a larger and a smaller grid (12 x 12, 5 x 5 tokens; windows of 3)
+def test_rebase_image_size_computes_what_the_model_computes_at_that_size(size, tmp_path):
+    model = randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs(**BA_OFF)))).eval()
+    rebased = rebase_image_size(model, size)
+    vision, grid = rebased.config.vision_config, size // 8
+    assert (vision.image_size, vision.pretrain_image_size, rebased.config.prompt_encoder_config.image_size) == (
+        size,
+        size,
+        size,
+    )
+    assert rebased.vision_encoder.pos_embed.shape[1:3] == (grid, grid)
+    assert rebased.vision_encoder.layers[1].attn.rel_pos_h.shape[0] == 2 * grid - 1  # the global layer
+    assert rebased.vision_encoder.layers[0].attn.rel_pos_h.shape[0] == 2 * 3 - 1  # windows keep their tables
+    rebased.save_pretrained(tmp_path / "rebased")
+    reloaded = BaSamModel.from_pretrained(tmp_path / "rebased").eval()
+    generator = torch.Generator().manual_seed(0)
+    inputs = dict(
+        pixel_values=torch.randn(2, 3, size, size, generator=generator),
+        input_boxes=torch.tensor([[[3.0, 5.0, size - 9.0, size - 2.0]], [[10.0, 1.0, 30.0, 33.0]]]),
+        multimask_output=False,
+    )
+    with torch.no_grad():
+        expected, actual = model(**inputs), reloaded(**inputs)
+    torch.testing.assert_close(actual.pred_masks, expected.pred_masks, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(actual.iou_scores, expected.iou_scores, atol=1e-5, rtol=1e-5)
+
+
+def test_rebase_image_size_rejects_a_size_off_the_patch_grid():
+    model = BaSamModel(BaSamConfig(**tiny_config_kwargs()))
+    with pytest.raises(ValueError, match="multiple of the patch size 8, got 60"):
+        rebase_image_size(model, 60)

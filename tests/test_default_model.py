@@ -11,6 +11,7 @@ from conftest import BA_OFF, save_tiny_model
 
 from basam_hf import BaSamModel, cli, study
 from basam_hf.configuration_basam import BA_DEFAULTS
+from basam_hf.conversion import rebase_image_size
 from basam_hf.data import mask_box
 from basam_hf.evaluation import evaluate, load_model
 from basam_hf.synthetic import synthetic_segmentation_dataset
@@ -56,19 +57,23 @@ def test_training_script_trains_tests_and_installs(tmp_path, single_thread):
 
 
 @pytest.mark.slow
-def test_training_script_continues_from_a_model_with_ba_off(tmp_path, single_thread):
-    """Stage 2 of the recipe: `--init-from` starts from a saved model (here one installed with BA on), trains it
-    as plain SAM and ignores the architecture arguments."""
+@pytest.mark.parametrize("size", [64, 96])
+def test_training_script_continues_from_a_model_with_ba_off(tmp_path, single_thread, size):
+    """Stages 2 and 3 of the recipe: `--init-from` starts from a saved model (here one installed with BA on), trains
+    it as plain SAM, at another `--image-size` after rebasing it, and ignores the other architecture arguments."""
     script = load_script()
     start = tmp_path / "start"
     save_tiny_model(start, seed=1, bias_mode="distance", attention_scaling="log_length")
     argv = ["--output-dir", str(tmp_path / "run"), "--init-from", str(start), *TINY_RUN, "--learning-rate", "1e-7"]
-    assert script.main(argv + ["--hidden-size", "64"]) == 0
+    assert script.main(argv + ["--hidden-size", "64", "--image-size", str(size)]) == 0
     before, after = BaSamModel.from_pretrained(start), BaSamModel.from_pretrained(tmp_path / "run" / "final")
-    assert after.config.vision_config.bias_mode == "none" and after.config.vision_config.attention_scaling == "none"
-    assert after.config.vision_config.hidden_size == before.config.vision_config.hidden_size
+    vision = after.config.vision_config
+    assert vision.bias_mode == "none" and vision.attention_scaling == "none"
+    assert vision.hidden_size == before.config.vision_config.hidden_size and vision.image_size == size
+    results = json.loads((tmp_path / "run" / "test_results.json").read_text())
+    assert results["final"]["box"]["size"] == size  # tested at the size it was trained at
     weights = after.state_dict()
-    for name, tensor in before.state_dict().items():  # two steps at lr 1e-7: the starting weights, nearly
+    for name, tensor in rebase_image_size(before, size).state_dict().items():  # 2 steps at lr 1e-7: nearly equal
         assert (weights[name] - tensor).abs().max() < 1e-5, name
 
 

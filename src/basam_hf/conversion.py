@@ -1,5 +1,6 @@
 """Turning checkpoints into BA-SAM: any transformers SAM checkpoint, and checkpoints of the official BA-SAM code."""
 
+import copy
 import os
 import pickle
 import re
@@ -7,10 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .bias import attention_scale_factor
 from .configuration_basam import BaSamConfig
 from .modeling_basam import BaSamModel
+from .pos_embed import resize_position_embeddings
 from .processing_basam import processor_for_model
 
 # Parameters that BA-SAM adds to SAM; the only keys a SAM checkpoint may lack. Initialised as documented in
@@ -50,6 +53,41 @@ def convert_sam_to_basam(
     if output_dir is not None:
         _save_converted(model, output_dir, **_source_processor_settings(source))
     return model
+
+
+def _resample_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
+    """A relative-position table `(L, C)` resampled to `length` rows as SAM's `get_rel_pos` does at run time."""
+    return F.interpolate(table.T[None].float(), size=length, mode="linear")[0].T.to(table.dtype)
+
+
+def rebase_image_size(model: BaSamModel, image_size: int) -> BaSamModel:
+    """The same weights as a model whose own input size is `image_size`, e.g. to train it at that size.
+
+    Sets `image_size` and `pretrain_image_size` (the size it is now meant for, which the log-length factor and
+    pretrain-grid distances refer to) of the vision config and the prompt encoder's `image_size`, and resamples the
+    absolute position embeddings and the global layers' relative-position tables to the new token grid exactly as
+    the model resamples them at run time: with BA off, the rebased model at `image_size` computes what `model`
+    computes there (up to float rounding of the prompt coordinates).
+    """
+    patch_size = model.config.vision_config.patch_size
+    if image_size <= 0 or image_size % patch_size:
+        raise ValueError(f"image_size must be a positive multiple of the patch size {patch_size}, got {image_size}.")
+    config = copy.deepcopy(model.config)
+    config.vision_config.image_size = config.vision_config.pretrain_image_size = image_size
+    config.prompt_encoder_config.image_size = image_size
+    config.prompt_encoder_config.image_embedding_size = image_size // patch_size
+    rebased = BaSamModel(config).to(model.dtype)
+    shapes = {name: tensor.shape for name, tensor in rebased.state_dict().items()}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.shape != shapes[name]:
+            if name.endswith("pos_embed"):
+                tensor = resize_position_embeddings(tensor, shapes[name][1:3])
+            elif ".rel_pos_" in name:
+                tensor = _resample_rel_pos(tensor, shapes[name][0])
+        state[name] = tensor
+    rebased.load_state_dict(state)
+    return rebased.train(model.training)
 
 
 def _save_converted(model: BaSamModel, output_dir: str | os.PathLike, **processor_settings) -> None:
