@@ -734,6 +734,9 @@ def _png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+_CHUNK_SAMPLES = 1024  # samples per Arrow table of make_synthetic_dataset
+
+
 def make_synthetic_dataset(
     num_samples: int, size: int | tuple[int, int] = 256, seed: int = 0, **knobs
 ) -> "datasets.Dataset":
@@ -745,13 +748,18 @@ def make_synthetic_dataset(
     import datasets  # imported here: rendering does not need it, and it is slow to import
 
     features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image(), "id": datasets.Value("string")})
-    columns: dict[str, list] = {"image": [], "mask": [], "id": []}
-    for sample_seed in dataset_seeds(num_samples, seed):
-        sample = render_sample(sample_seed, size, **knobs)
-        columns["image"].append({"bytes": _png_bytes(sample["image"]), "path": None})
-        columns["mask"].append({"bytes": _png_bytes(sample["mask"]), "path": None})
-        columns["id"].append(sample["id"])
-    return datasets.Dataset.from_dict(columns, features=features)
+    seeds = dataset_seeds(num_samples, seed)
+    # In chunks: one Arrow binary array holds at most 2 GiB (4,000 samples at 512 px are more).
+    chunks = []
+    for start in range(0, max(len(seeds), 1), _CHUNK_SAMPLES):
+        columns: dict[str, list] = {"image": [], "mask": [], "id": []}
+        for sample_seed in seeds[start : start + _CHUNK_SAMPLES]:
+            sample = render_sample(sample_seed, size, **knobs)
+            columns["image"].append({"bytes": _png_bytes(sample["image"]), "path": None})
+            columns["mask"].append({"bytes": _png_bytes(sample["mask"]), "path": None})
+            columns["id"].append(sample["id"])
+        chunks.append(datasets.Dataset.from_dict(columns, features=features))
+    return chunks[0] if len(chunks) == 1 else datasets.concatenate_datasets(chunks)
 
 
 def save_synthetic_dataset(
