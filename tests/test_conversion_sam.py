@@ -112,3 +112,21 @@ def test_rebase_image_size_rejects_a_size_off_the_patch_grid():
     model = BaSamModel(BaSamConfig(**tiny_config_kwargs()))
     with pytest.raises(ValueError, match="multiple of the patch size 8, got 60"):
         rebase_image_size(model, 60)
+
+
+def test_processor_of_a_rebased_model_follows_its_size_and_keeps_the_normalisation(tmp_path):
+    """load_processor on a model rebased to another size: the saved processor's input size would feed the model
+    images of its old size, so only its normalisation is kept."""
+    from basam_hf import save_pretrained_with_processor
+    from basam_hf.evaluation import load_processor
+    from basam_hf.processing_basam import processor_for_model
+
+    model = BaSamModel(BaSamConfig(**tiny_config_kwargs()))
+    size = model.config.vision_config.image_size
+    saved = processor_for_model(model, image_mean=[0.1, 0.2, 0.3], image_std=[0.5, 0.5, 0.5])
+    save_pretrained_with_processor(model, str(tmp_path / "model"), processor=saved)
+    assert load_processor(tmp_path / "model", model).image_processor.size.longest_edge == size  # as saved
+    rebased = rebase_image_size(model, 2 * size)
+    image_processor = load_processor(tmp_path / "model", rebased).image_processor
+    assert image_processor.size.longest_edge == 2 * size
+    assert list(image_processor.image_mean) == [0.1, 0.2, 0.3] and list(image_processor.image_std) == [0.5] * 3

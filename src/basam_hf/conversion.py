@@ -14,7 +14,7 @@ from .bias import attention_scale_factor
 from .configuration_basam import BaSamConfig
 from .modeling_basam import BaSamModel
 from .pos_embed import resize_position_embeddings
-from .processing_basam import processor_for_model
+from .processing_basam import normalisation_settings, processor_for_model
 
 # Parameters that BA-SAM adds to SAM; the only keys a SAM checkpoint may lack. Initialised as documented in
 # BaSamVisionConfig: coefficient = coefficient_init (0.1), slopes = ALiBi slopes * bias_slope_scale.
@@ -106,9 +106,7 @@ def _source_processor_settings(source: str | os.PathLike) -> dict:
         source_processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError, TypeError):
         return {}
-    keys = ("image_mean", "image_std", "rescale_factor", "resample", "do_convert_rgb")
-    settings = {key: getattr(source_processor, key, None) for key in keys}
-    return {key: value for key, value in settings.items() if value is not None}
+    return normalisation_settings(source_processor)
 
 
 # Checkpoints of the official BA-SAM code (github.com/zongzi13545329/BA-SAM): segment-anything's key layout, whose

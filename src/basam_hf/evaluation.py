@@ -144,17 +144,22 @@ def sam_variant(model):
 
 
 def load_processor(name: str | os.PathLike | None, model):
-    """The processor saved with the model (its normalisation settings) if there is a `BaSamProcessor` to load,
-    else [`basam_hf.processor_for_model`]."""
-    from .processing_basam import BaSamProcessor, processor_for_model
+    """The processor saved with the model if there is a `BaSamProcessor` to load, else
+    [`basam_hf.processor_for_model`]; a saved processor for another input size (e.g. of a model rebased to a new
+    size) gives only its normalisation settings."""
+    from .processing_basam import BaSamProcessor, normalisation_settings, processor_for_model
 
+    vision = model.config.vision_config
     if name is not None:
         try:
             processor = BaSamProcessor.from_pretrained(resolve_model(name))
-            if processor.image_processor.patch_size == model.config.vision_config.patch_size:
-                return processor
         except Exception:  # no processor files, another processor type, offline Hub: fall back to the defaults
-            pass
+            return processor_for_model(model)
+        image_processor = processor.image_processor
+        size = getattr(image_processor.size, "longest_edge", None)
+        if image_processor.patch_size == vision.patch_size and size == vision.image_size:
+            return processor
+        return processor_for_model(model, **normalisation_settings(image_processor))
     return processor_for_model(model)
 
 

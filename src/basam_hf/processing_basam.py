@@ -338,6 +338,16 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     return np.repeat(values, counts).reshape(width, height).T
 
 
+# The settings a processor carries over to another input size: how pixels are normalised.
+NORMALISATION_KEYS = ("image_mean", "image_std", "rescale_factor", "resample", "do_convert_rgb")
+
+
+def normalisation_settings(image_processor) -> dict:
+    """`image_processor`'s [`NORMALISATION_KEYS`] that are set."""
+    settings = {key: getattr(image_processor, key, None) for key in NORMALISATION_KEYS}
+    return {key: value for key, value in settings.items() if value is not None}
+
+
 def processor_for_model(model_or_config: Any, size: int | None = None, **image_processor_kwargs) -> BaSamProcessor:
     """A [`BaSamProcessor`] matching a BA-SAM / SAM model or config: its patch size, and its pretraining input size
     unless `size` is given."""
