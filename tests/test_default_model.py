@@ -77,11 +77,30 @@ def test_training_script_continues_from_a_model_with_ba_off(tmp_path, single_thr
         assert (weights[name] - tensor).abs().max() < 1e-5, name
 
 
+@pytest.mark.slow
+def test_training_script_continues_from_a_model_with_ba_on(tmp_path, single_thread):
+    """Stage 6 of the recipe: `--init-from` with `--bias-mode` / `--attention-scaling` fine-tunes with BA."""
+    script = load_script()
+    start = save_tiny_model(tmp_path / "start", seed=1)
+    argv = ["--output-dir", str(tmp_path / "run"), "--init-from", str(start), *TINY_RUN]
+    assert script.main(argv + ["--bias-mode", "distance", "--attention-scaling", "log_length"]) == 0
+    vision = BaSamModel.from_pretrained(tmp_path / "run" / "final").config.vision_config
+    assert vision.bias_mode == "distance" and vision.attention_scaling == "log_length"
+
+
 def test_default_model_is_small_and_ships_current_code():
     weights = DEFAULT / "model.safetensors"
     assert weights.stat().st_size < 10 * 2**20
     for code in DEFAULT.glob("*.py"):  # for trust_remote_code: links to (or, in a wheel, copies of) the package
         assert code.read_text() == (REPO / "src" / "basam_hf" / code.name).read_text(), code.name
+
+
+def test_default_model_processor_is_for_its_input_size():
+    """The saved processor resizes to the size the model was trained at (a stale one would feed it smaller images)."""
+    from basam_hf import BaSamProcessor
+
+    size = load_model("default").config.vision_config.image_size
+    assert BaSamProcessor.from_pretrained(DEFAULT).image_processor.size.longest_edge == size
 
 
 def test_default_model_carries_the_package_default_ba_settings():
