@@ -1,12 +1,19 @@
 """The resolution study: does BA keep a model's quality as the token count grows?
 
-The embedded default model was trained as plain SAM at 256 px (16 x 16 tokens; scripts/train_default_model.py).
-This script evaluates it zero-shot at 1x, 1.5x, 2x, 3x and 4x that size (up to 64 x 64 tokens) on held-out synthetic
+This script evaluates a model trained at one size (by default the embedded one, trained as plain SAM at 1024 px =
+64 x 64 tokens; scripts/train_default_model.py) zero-shot at 1x, 1.5x, 2x, 3x and 4x that size on held-out synthetic
 scenes rendered at each size, with box prompts, under every BA setting below (same weights, only the attention
-changes), plus two fine-tuned models: the default model fine-tuned at 2x with the package's default BA settings,
-and, as the control that separates "BA" from "fine-tuned at a larger size", fine-tuned the same way with BA off.
+changes), plus two fine-tuned models: the model fine-tuned at 2x with the package's default BA settings, and, as the
+control that separates "BA" from "fine-tuned at a larger size", fine-tuned the same way with BA off.
 
-    python examples/resolution_study.py --output examples/resolution_study   # about 10 min on 2 CPU cores
+    python examples/resolution_study.py --output examples/resolution_study --model MODEL
+
+The global layers' cost grows with the square of the token count: for a model trained at 256 px (up to 1024 px) the
+study takes about 10 min on 2 CPU cores; for the embedded 1024 px model (up to 4096 px = 65,536 tokens), hours. The
+README's table was measured on the previous embedded model, trained at 256 px; its files are in git history:
+
+    mkdir -p prev && for f in config.json model.safetensors processor_config.json; do
+        git show b0ec110:src/basam_hf/default/$f > prev/$f; done   # then --model prev
 
 Results (cached per variant and size, so an interrupted run resumes) go to `OUTPUT/results.md`, `results.json` and
 `miou_vs_size.png`, plus `overlay.png` (one scene, each size, a few variants). `--finetune-steps 0` skips the
@@ -19,7 +26,7 @@ from pathlib import Path
 
 from basam_hf.configuration_basam import BA_DEFAULTS
 from basam_hf.evaluation import BA_OFF, ba_variant, load_model
-from basam_hf.study import run_study, study_table
+from basam_hf.study import run_study, scaled_sizes, study_table
 from basam_hf.synthetic import synthetic_segmentation_dataset
 from basam_hf.training import finetune
 
@@ -56,11 +63,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def sizes_for(base: int, patch: int, scales: list[float]) -> list[int]:
-    """`base * scale` rounded to a multiple of the patch size, for each scale."""
-    return [max(patch, round(base * scale / patch) * patch) for scale in scales]
-
-
 def fine_tuned_models(model, args: argparse.Namespace, size: int) -> dict[str, str]:
     """Fine-tune a copy of `model` at `size` per entry of FINE_TUNED (resumable); returns {name: final folder}."""
     train = synthetic_segmentation_dataset(args.finetune_steps * args.finetune_batch_size, size, seed=TRAIN_SEED)
@@ -91,11 +93,10 @@ def fine_tuned_models(model, args: argparse.Namespace, size: int) -> dict[str, s
 def main(argv=None) -> int:
     args = parse_args(argv)
     model = load_model(args.model)
-    vision = model.config.vision_config
-    sizes = sizes_for(vision.image_size, vision.patch_size, args.scales)
+    sizes = scaled_sizes(model, args.scales)
     variants: dict = dict(ZERO_SHOT)
     if args.finetune_steps > 0:
-        size = sizes_for(vision.image_size, vision.patch_size, [args.finetune_scale])[0]
+        size = scaled_sizes(model, [args.finetune_scale])[0]
         variants.update(fine_tuned_models(model, args, size))
     summary = run_study(
         model, variants, sizes, num_samples=args.samples, output_dir=args.output, overlay=OVERLAY_VARIANTS,

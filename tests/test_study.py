@@ -89,6 +89,16 @@ def test_compare_command_writes_table_plot_and_overlay(tmp_path, capsys, single_
     assert overlay.size[0] == 2 * 256 and overlay.size[1] > 2 * 256
 
 
+def test_compare_defaults_to_its_scales_of_the_training_size(tmp_path, monkeypatch):
+    """Without --sizes, compare runs at COMPARE_SCALES times the model's size, rounded to whole patches."""
+    config = BaSamConfig(**tiny_config_kwargs(image_size=40, patch_size=8))
+    seen = {}
+    monkeypatch.setattr(study, "run_study", lambda model, variants, sizes, **kwargs: seen.setdefault("sizes", sizes))
+    study.compare(BaSamModel(config), output_dir=tmp_path)
+    assert seen["sizes"] == [8 * round(40 * scale / 8) for scale in study.COMPARE_SCALES]
+    assert study.scaled_sizes(BaSamModel(config), [1, 1.5, 0.01]) == [40, 64, 8]  # 60 -> 7.5 patches -> 8; >= 1 patch
+
+
 def test_compare_command_reports_a_missing_model(tmp_path, capsys):
     assert cli.main(["compare", "--model", str(tmp_path / "nothing"), "--output", str(tmp_path / "out")]) == 1
     assert "basam-hf compare: error:" in capsys.readouterr().err

@@ -151,8 +151,10 @@ def add_compare_command(commands) -> None:
         "a plot and a picture of the predicted masks. Needs no download with the embedded default model.",
     )
     compare.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
-    compare.add_argument("--sizes", type=int, nargs="+", default=None, help="input sizes (default: 1x, 2x, 3x)")
-    compare.add_argument("--samples", type=int, default=16, help="scenes per size (default: %(default)s)")
+    compare.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="input sizes (default: 1x, 1.5x, 2x the training size)"
+    )
+    compare.add_argument("--samples", type=int, default=8, help="scenes per size (default: %(default)s)")
     compare.add_argument("--seed", type=int, default=None, help="scene seed (default: the held-out test scenes)")
     compare.add_argument("--output", default="basam-compare", help="output folder (default: %(default)s)")
     compare.set_defaults(func=_compare)
