@@ -130,3 +130,6 @@ def test_processor_of_a_rebased_model_follows_its_size_and_keeps_the_normalisati
     image_processor = load_processor(tmp_path / "model", rebased).image_processor
     assert image_processor.size.longest_edge == 2 * size
     assert list(image_processor.image_mean) == [0.1, 0.2, 0.3] and list(image_processor.image_std) == [0.5] * 3
+    # A size chosen for the saved model itself stays.
+    save_pretrained_with_processor(model, str(tmp_path / "at-2x"), processor=processor_for_model(model, 2 * size))
+    assert load_processor(tmp_path / "at-2x", model).image_processor.size.longest_edge == 2 * size

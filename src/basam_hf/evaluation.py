@@ -145,21 +145,24 @@ def sam_variant(model):
 
 def load_processor(name: str | os.PathLike | None, model):
     """The processor saved with the model if there is a `BaSamProcessor` to load, else
-    [`basam_hf.processor_for_model`]; a saved processor for another input size (e.g. of a model rebased to a new
-    size) gives only its normalisation settings."""
+    [`basam_hf.processor_for_model`]. A processor saved with a model of another token grid (`model` was rebased to
+    a new size since, see [`basam_hf.conversion.rebase_image_size`]) gives only its normalisation settings: its size
+    was that model's default, not a choice for this one."""
+    from transformers import AutoConfig
+
     from .processing_basam import BaSamProcessor, normalisation_settings, processor_for_model
 
     vision = model.config.vision_config
     if name is not None:
         try:
-            processor = BaSamProcessor.from_pretrained(resolve_model(name))
+            path = resolve_model(name)
+            processor = BaSamProcessor.from_pretrained(path)
+            saved = AutoConfig.from_pretrained(path).vision_config
         except Exception:  # no processor files, another processor type, offline Hub: fall back to the defaults
             return processor_for_model(model)
-        image_processor = processor.image_processor
-        size = getattr(image_processor.size, "longest_edge", None)
-        if image_processor.patch_size == vision.patch_size and size == vision.image_size:
+        if (saved.image_size, saved.patch_size) == (vision.image_size, vision.patch_size):
             return processor
-        return processor_for_model(model, **normalisation_settings(image_processor))
+        return processor_for_model(model, **normalisation_settings(processor.image_processor))
     return processor_for_model(model)
 
 
