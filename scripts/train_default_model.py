@@ -83,6 +83,7 @@ better; each stage below fine-tunes at the next size, with fewer, costlier steps
   --bias-mode distance --attention-scaling log_length --max-steps 60`, 17 s per step): validation 0.844 at step 30,
   0.849 at 60, held-out test 0.830 (step 60), so the stage-5 model was installed; more steps with BA might close
   the gap.
+
 Install a trained run (with the package's BA settings, `--install-ba`; re-evaluated after installation):
 
     python scripts/train_default_model.py --output-dir runs/stage-5-1024 --data-dir runs/data-1024 --skip-training \
