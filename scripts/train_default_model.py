@@ -136,12 +136,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--bias-mode", default="none", help="BA while training (none: plain SAM)")
     parser.add_argument("--attention-scaling", default="none")
+    parser.add_argument(
+        "--ba-defaults",
+        action="store_true",
+        help="train with the package's default BA settings (as shipped; wins over --bias-mode / --attention-scaling)",
+    )
     # Data.
-    parser.add_argument("--train-samples", type=int, default=8000)
-    parser.add_argument("--val-samples", type=int, default=128)
-    parser.add_argument("--test-samples", type=int, default=256)
+    parser.add_argument(
+        "--data",
+        choices=["synthetic", "mixed"],
+        default="synthetic",
+        help="synthetic: rendered scenes saved under --data-dir; mixed: photo composites (basam_hf.composites) and "
+        "synthetic scenes, both made when read",
+    )
+    parser.add_argument("--train-samples", type=int, default=8000, help="synthetic training scenes")
+    parser.add_argument("--photo-samples", type=int, default=16000, help="training composites (--data mixed)")
+    parser.add_argument(
+        "--synthetic-size", type=int, default=512, help="size synthetic training scenes are drawn at (--data mixed)"
+    )
+    parser.add_argument("--val-samples", type=int, default=128, help="validation samples (per source with mixed)")
+    parser.add_argument("--test-samples", type=int, default=256, help="held-out samples (per source with mixed)")
     # Training (basam_hf.training.finetune).
-    parser.add_argument("--prompt", default="box", help="training prompt: box | point | points:k")
+    parser.add_argument("--prompt", default="box", help="training prompt: box | point | click | points:k | mixed")
+    parser.add_argument("--train-sizes", type=int, nargs="+", help="input sizes, one drawn per batch (default: 1)")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--lr-step-epochs", type=int, default=3)
     parser.add_argument("--lr-gamma", type=float, default=0.5)
@@ -226,6 +244,32 @@ def saved_image_size(folder: Path) -> int | None:
     return json.loads(config.read_text())["vision_config"]["image_size"] if config.is_file() else None
 
 
+def make_mixed_data(args: argparse.Namespace) -> dict[str, dict]:
+    """`--data mixed`: {"train": {"mixed": ...}, "val": {...}, "test": {"synthetic": ..., "photo": ...}}, datasets made
+    when read. Synthetic scenes use the seeds of `make_data`; composites use the photos of their own split (held out
+    by source photo: no test photo appears in training or validation)."""
+    from basam_hf.composites import composite_segmentation_dataset
+    from basam_hf.data import concatenate_segmentation_datasets
+    from basam_hf.synthetic import synthetic_segmentation_dataset
+
+    def both(split: str, seed: int, count: int, photo_count: int, size: int) -> dict:
+        return {
+            "synthetic": synthetic_segmentation_dataset(count, size, seed=seed),
+            "photo": composite_segmentation_dataset(photo_count, split, seed=seed),
+        }
+
+    train = both("train", TRAIN_SEED, args.train_samples, args.photo_samples, args.synthetic_size)
+    return {
+        "train": {"mixed": concatenate_segmentation_datasets(train["synthetic"], train["photo"])},
+        "val": {
+            "mixed": concatenate_segmentation_datasets(
+                *both("val", VAL_SEED, args.val_samples, args.val_samples, args.image_size).values()
+            )
+        },
+        "test": both("test", TEST_SEED, args.test_samples, args.test_samples, args.image_size),
+    }
+
+
 def make_data(data_dir: Path, args: argparse.Namespace) -> dict[str, Path]:
     """Render (or reuse, when `data.json` matches) the train / val / test sets; returns their folders."""
     from basam_hf.synthetic import save_synthetic_dataset
@@ -252,34 +296,46 @@ def make_data(data_dir: Path, args: argparse.Namespace) -> dict[str, Path]:
     return paths
 
 
-def test_model(folder: Path, test_path: Path, args: argparse.Namespace) -> dict:
-    """Held-out mIoU (and the other standard metrics) of a saved model at the training size, per test prompt."""
+def test_model(folder: Path, tests: dict, args: argparse.Namespace) -> dict:
+    """Held-out mIoU (and the other standard metrics) of a saved model at the training size, per test set (a
+    dataset path, or a dataset) and prompt: `{set: {prompt: row}}`, or `{prompt: row}` for the one synthetic set."""
     from basam_hf.evaluation import evaluate
 
     results = {}
-    for prompt in args.test_prompts:
-        start = time.perf_counter()
-        # evaluate() resumes from the records in its output folder, keyed by the model's path, not its weights: a
-        # retrained best/ would get the old model's numbers, so every evaluation starts from an empty folder.
-        output = args.output_dir / "test-eval" / folder.name / prompt.replace(":", "-")
-        shutil.rmtree(output, ignore_errors=True)
-        summary = evaluate(
-            str(folder),
-            str(test_path),
-            sizes=[args.image_size],
-            prompt=prompt,
-            seed=TEST_SEED,
-            output_dir=output,
-        )
-        row = summary["results"][0]
-        results[prompt] = {
-            "size": row["size"],
-            "metrics": row["metrics"],
-            "counts": row["counts"],
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-        print(f"{folder.name} @ {args.image_size} px, {prompt}: mIoU {row['metrics']['iou']:.4f}", flush=True)
-    return results
+    for name, test_set in tests.items():
+        results[name] = {}
+        for prompt in args.test_prompts:
+            start = time.perf_counter()
+            # evaluate() resumes from the records in its output folder, keyed by the model's path, not its weights: a
+            # retrained best/ would get the old model's numbers, so every evaluation starts from an empty folder.
+            output = args.output_dir / "test-eval" / folder.name / name / prompt.replace(":", "-")
+            shutil.rmtree(output, ignore_errors=True)
+            summary = evaluate(
+                str(folder),
+                str(test_set) if isinstance(test_set, Path) else test_set,
+                sizes=[args.image_size],
+                prompt=prompt,
+                seed=TEST_SEED,
+                output_dir=output,
+            )
+            row = summary["results"][0]
+            results[name][prompt] = {
+                "size": row["size"],
+                "metrics": row["metrics"],
+                "counts": row["counts"],
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            print(
+                f"{folder.name} @ {args.image_size} px, {name}, {prompt}: mIoU {row['metrics']['iou']:.4f}", flush=True
+            )
+    return results if args.data == "mixed" else results["synthetic"]
+
+
+def training_ba(args: argparse.Namespace) -> dict:
+    """The BA settings to train with: the package's defaults with `--ba-defaults`, else the two options."""
+    if args.ba_defaults:
+        return dict(BA_DEFAULTS)
+    return {"bias_mode": args.bias_mode, "attention_scaling": args.attention_scaling}
 
 
 def parse_ba(pairs: list[str]) -> dict:
@@ -301,7 +357,7 @@ def calibrate_iou_head(folder: Path, train_path: Path, args: argparse.Namespace)
         run = args.output_dir / f"iou-head-{prompt}"
         folder = finetune(
             str(folder),
-            str(train_path),
+            train_path,
             output_dir=run,
             train="iou-head",
             prompt=prompt,
@@ -360,14 +416,17 @@ def main(argv=None) -> int:
         from basam_hf.evaluation import ba_variant, load_model
 
         # Trained with BA as asked (by default off: plain SAM, like a fresh model), whatever the saved model had.
-        model = ba_variant(
-            load_model(args.init_from), bias_mode=args.bias_mode, attention_scaling=args.attention_scaling
-        )
+        model = ba_variant(load_model(args.init_from), **training_ba(args))
         args.image_size = args.image_size or model.config.vision_config.image_size
         if args.image_size != model.config.vision_config.image_size:
             model = rebase_image_size(model, args.image_size)
     args.image_size = args.image_size or saved_image_size(args.output_dir / args.install_from) or 256
-    data = make_data(args.data_dir or args.output_dir / "data", args)
+    if args.data == "mixed":
+        data = make_mixed_data(args)
+        train_set, val_set, tests = data["train"]["mixed"], data["val"]["mixed"], data["test"]
+    else:
+        paths = make_data(args.data_dir or args.output_dir / "data", args)
+        train_set, val_set, tests = str(paths["train"]), str(paths["val"]), {"synthetic": paths["test"]}
     timings = {}
 
     if not args.skip_training:
@@ -375,18 +434,24 @@ def main(argv=None) -> int:
 
         if model is None:
             model = init_model(build_config(args), args.seed)
+            if args.ba_defaults:
+                from basam_hf.evaluation import ba_variant
+
+                model = ba_variant(model, **training_ba(args))
         parameters = sum(p.numel() for p in model.parameters())
         print(f"{parameters / 1e6:.2f} M parameters ({parameters * 4 / 2**20:.1f} MB in float32).", flush=True)
         start = time.perf_counter()
         result = finetune(
             model,
-            str(data["train"]),
+            train_set,
             output_dir=args.output_dir,
-            val_dataset=str(data["val"]),
+            val_dataset=val_set,
             eval_steps=args.eval_steps,
             eval_batch_size=8,
+            train_sizes=args.train_sizes,
             prompt=args.prompt,
             val_prompt="box",
+            num_workers=args.num_workers,
             learning_rate=args.learning_rate,
             lr_step_epochs=args.lr_step_epochs,
             lr_gamma=args.lr_gamma,
@@ -411,15 +476,15 @@ def main(argv=None) -> int:
     for name in ("best", "final"):
         folder = args.output_dir / name
         if folder.is_dir():
-            results[name] = test_model(folder, data["test"], args)
+            results[name] = test_model(folder, tests, args)
     (args.output_dir / "test_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     if args.install_default:
         source = args.output_dir / args.install_from
         if args.iou_steps > 0:
-            source = calibrate_iou_head(source, data["train"], args)
+            source = calibrate_iou_head(source, train_set, args)
         install_default(source, args.install_dir, parse_ba(args.install_ba))
-        results["installed"] = {"ba": parse_ba(args.install_ba)} | test_model(args.install_dir, data["test"], args)
+        results["installed"] = {"ba": parse_ba(args.install_ba)} | test_model(args.install_dir, tests, args)
         (args.install_dir / "test_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (args.output_dir / "test_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0

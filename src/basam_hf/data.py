@@ -161,6 +161,21 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return SegmentationDataset([self.ids[i] for i in indices], lambda i: self._read(indices[i]), dict(self.info))
 
 
+def concatenate_segmentation_datasets(*parts: SegmentationDataset) -> SegmentationDataset:
+    """The samples of `parts`, one after the other (ids must stay unique); `info["parts"]` lists the parts' infos."""
+    starts = np.cumsum([0] + [len(part) for part in parts])
+
+    def read(index: int) -> dict:
+        part = int(np.searchsorted(starts, index, side="right")) - 1
+        return parts[part][index - int(starts[part])]
+
+    ids = [sample_id for part in parts for sample_id in part.ids]
+    info = {"source": " + ".join(str(part.info.get("source")) for part in parts), "split": None}
+    info["nonempty_masks"] = all(part.info.get("nonempty_masks") for part in parts)
+    info["min_image_side"] = min(part.info.get("min_image_side", 0) for part in parts)
+    return SegmentationDataset(ids, read, info | {"parts": [part.info for part in parts]})
+
+
 def load_segmentation_dataset(
     source: str | os.PathLike | None,
     split: str | None = None,
@@ -700,14 +715,32 @@ def interior_point(mask: np.ndarray) -> np.ndarray:
     return np.array([col, row], dtype=np.float64)
 
 
+def deep_pixel(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`(x, y)` of a random mask pixel drawn with probability proportional to its distance from the background (the
+    image border counting as background)."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not mask.any():
+        raise ValueError("empty mask: no click")
+    depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1].ravel()
+    index = rng.choice(depth.size, p=depth / depth.sum())
+    row, col = divmod(int(index), mask.shape[1])
+    return np.array([col, row], dtype=np.float64)
+
+
+# Prompts answered with SAM's three masks (the one with the highest predicted IoU is kept): a single click is
+# ambiguous (a part, the object, a group), as in SAM.
+SINGLE_CLICK_PROMPTS = ("point", "click")
+
+
 def parse_prompt(prompt: str) -> tuple[str, int]:
-    """`"box"` -> ("box", 0), `"point"` -> ("point", 1), `"points:k"` -> ("points", k); else `ValueError`."""
-    if prompt in ("box", "point"):
-        return prompt, int(prompt == "point")
+    """`"box"` -> ("box", 0), `"point"` / `"click"` -> (kind, 1), `"points:k"` -> ("points", k); else `ValueError`."""
+    if prompt in ("box", *SINGLE_CLICK_PROMPTS):
+        return prompt, int(prompt != "box")
     name, _, count = prompt.partition(":")
     if name == "points" and count.isdigit() and int(count) > 0:
         return "points", int(count)
-    raise ValueError(f"Unknown prompt {prompt!r}: use box, point or points:k (k a positive integer).")
+    raise ValueError(f"Unknown prompt {prompt!r}: use box, point, click or points:k (k a positive integer).")
 
 
 def prompts_from_mask(
@@ -718,7 +751,9 @@ def prompts_from_mask(
     Args:
         mask: boolean HxW mask.
         prompt: `"box"` (the mask's box, see [`mask_box`]), `"point"` (one positive point at the interior-most pixel,
-            see [`interior_point`]) or `"points:k"` (k distinct random positive pixels; all of them if fewer).
+            see [`interior_point`]), `"click"` (one random positive pixel, drawn with a probability proportional to
+            its distance from the background: where people click, mostly well inside) or `"points:k"` (k distinct
+            random positive pixels; all of them if fewer).
         rng: the random source (e.g. [`sample_rng`]), so prompts are reproducible.
         jitter: for boxes, each coordinate moves by a normal draw with standard deviation `jitter` times the box
             width (x) or height (y), then the box is clipped to the image and its corners kept ordered.
@@ -746,6 +781,8 @@ def prompts_from_mask(
         return {"boxes": box[None]}
     if kind == "point":
         positives = interior_point(mask)[None]
+    elif kind == "click":
+        positives = deep_pixel(mask, rng)[None]
     else:
         positives = _random_pixels(mask, count, rng)
     points, labels = [positives], [np.ones(len(positives), dtype=np.int64)]
@@ -776,10 +813,13 @@ def iter_samples(dataset: SegmentationDataset) -> Iterable[dict | SampleError]:
 __all__ = [
     "PRESETS",
     "DatasetPreset",
+    "SINGLE_CLICK_PROMPTS",
     "SampleError",
     "SegmentationDataset",
     "binarize_mask",
     "coco_objects",
+    "concatenate_segmentation_datasets",
+    "deep_pixel",
     "interior_point",
     "iter_samples",
     "load_segmentation_dataset",

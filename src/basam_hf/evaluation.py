@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data import (
+    SINGLE_CLICK_PROMPTS,
     SampleError,
     SegmentationDataset,
     load_segmentation_dataset,
@@ -219,7 +220,7 @@ def _predict_standard_batch(model, processor, ready, size: int, prompt: str) -> 
         prompt_kwargs["input_points"] = [[prompts["points"].tolist()] for _, prompts in ready]
         prompt_kwargs["input_labels"] = [[prompts["labels"].tolist()] for _, prompts in ready]
     inputs = processor(images=images, size=size, return_tensors="pt", **prompt_kwargs)
-    multimask = kind == "point"
+    multimask = kind in SINGLE_CLICK_PROMPTS
     device = model.device
     outputs = model(
         pixel_values=inputs["pixel_values"].to(device, model.dtype),

@@ -710,6 +710,19 @@ def render_sample(
     return {"image": image, "mask": Image.fromarray(mask.astype(np.uint8) * 255, "L"), "id": sample_id(int(seed))}
 
 
+def random_shape_coverage(rng: np.random.Generator, side: int, kind: str | None = None) -> np.ndarray:
+    """An anti-aliased random object shape (one of `OBJECT_KINDS`, or `kind`) filling a `side` x `side` square:
+    coverage in [0, 1], float32, its bounding disk inscribed in the square. For cut-outs of other images."""
+    if side < 2:
+        raise ValueError(f"side must be at least 2 pixels, got {side}.")
+    unit_kind, params = _random_unit_shape(rng, str(rng.choice(OBJECT_KINDS)) if kind is None else kind)
+    _, unit_radius = _unit_area_and_radius(unit_kind, params)
+    half = side / 2.0
+    shape = _Shape(unit_kind, params, (half, half), float(rng.uniform(0.0, 2 * np.pi)), half / unit_radius, half)
+    coords = np.arange(side, dtype=np.float32) + 0.5
+    return _coverage(_shape_field(shape, coords, coords))
+
+
 def sample_id(seed: int) -> str:
     """Identifier (and file stem) of sample `seed`."""
     return f"syn-{seed:08d}"
@@ -785,6 +798,8 @@ def synthetic_segmentation_dataset(
         return {"id": sample["id"], "image": sample["image"], "mask": np.asarray(sample["mask"]) > 127}
 
     info = {"source": f"synthetic(seed={seed})", "split": None, "size": list(_parse_size(size)), "knobs": knobs}
+    # Every scene has an object of at least 3 % of the image: for training's sample check.
+    info.update(nonempty_masks=True, min_image_side=min(_parse_size(size)))
     return SegmentationDataset([sample_id(s) for s in seeds], read, info)
 
 

@@ -56,6 +56,7 @@ from .checkpoints import (
 )
 from .conversion import is_ba_parameter
 from .data import (
+    SINGLE_CLICK_PROMPTS,
     SampleError,
     SegmentationDataset,
     load_segmentation_dataset,
@@ -66,6 +67,8 @@ from .data import (
 from .hub import hub_id_or_none, resolve_model
 from .losses import LOSSES, mask_targets, training_loss
 
+# A training prompt that draws a prompt kind per batch ([`batch_prompt`]).
+MIXED_PROMPT = "mixed"
 TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 # Parameters no mode trains: SAM's random Fourier features are a fixed buffer in segment-anything.
@@ -121,8 +124,25 @@ def set_trainable(model: torch.nn.Module, train: str) -> list[str]:
 
 
 def uses_multimask(prompt: str) -> bool:
-    """Whether a prompt gets SAM's three-mask output: a single `point`, as in the evaluation."""
-    return parse_prompt(prompt)[0] == "point"
+    """Whether a prompt gets SAM's three-mask output: a single `point` or `click`, as in the evaluation."""
+    return parse_prompt(prompt)[0] in SINGLE_CLICK_PROMPTS
+
+
+def batch_prompt(prompt: str, jitter: float, negatives: int, seed: int, epoch: int, batch_index: int):
+    """`(prompt, jitter, negatives)` of batch `batch_index` of `epoch`: the run's own, or with `prompt="mixed"` one
+    kind drawn from `(seed, epoch, batch)` as users prompt SAM: a box (40 %, jittered by up to `jitter` or 10 % of its
+    side), one click (35 %, three-mask output) or 1-3 positive clicks with 0-2 negative ones (25 %, at least two
+    clicks in all)."""
+    if prompt != MIXED_PROMPT:
+        return prompt, jitter, negatives
+    rng = np.random.default_rng([seed, epoch, batch_index, 1])
+    draw = rng.random()
+    if draw < 0.40:
+        return "box", float(rng.uniform(0.0, jitter or 0.1)), 0
+    if draw < 0.75:
+        return "click", 0.0, 0
+    positives = int(rng.integers(1, 4))
+    return f"points:{positives}", 0.0, int(rng.integers(1 if positives == 1 else 0, 3))
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -230,6 +250,9 @@ def usable_sample_indices(dataset: SegmentationDataset, patch_size: int, acceler
     processes, desynchronise them."""
     from accelerate.utils import gather_object
 
+    # Generated data (synthetic scenes, composites) says what holds for every sample: nothing to decode twice.
+    if dataset.info.get("nonempty_masks") and patch_size <= dataset.info.get("min_image_side", 0):
+        return list(range(len(dataset))), []
     with accelerator.split_between_processes(list(range(len(dataset)))) as mine:
         checked = [(index, _check_training_sample(dataset, index, patch_size)) for index in mine]
     reasons = dict(gather_object(checked))
@@ -345,8 +368,8 @@ def _check_settings(
         raise ValueError(f"Unknown loss {loss!r}; use one of {', '.join(LOSSES)}.")
     if mixed_precision not in MIXED_PRECISION:
         raise ValueError(f"Unknown mixed precision {mixed_precision!r}; use one of {', '.join(MIXED_PRECISION)}.")
-    for prompt in prompts:
-        if prompt is not None:
+    for index, prompt in enumerate(prompts):
+        if prompt is not None and not (index == 0 and prompt == MIXED_PROMPT):  # the training prompt may be mixed
             parse_prompt(prompt)
     if val_metric not in STANDARD_METRICS:
         raise ValueError(f"Unknown validation metric {val_metric!r}; use one of {', '.join(STANDARD_METRICS)}.")
@@ -508,8 +531,9 @@ def finetune(
             `save_steps`) and at the end, at `val_sizes` (default `train_sizes`) with `val_prompt` (default `prompt`);
             `best/` holds the model with the best mean `val_metric` over the sizes.
         train_sizes: input sizes (longest edge); with several, each batch draws one (seeded). Default the model's.
-        prompt: `box`, `point` (three-mask output, see the module docstring) or `points:k` (k random positive clicks,
-            redrawn every epoch); `jitter` / `negatives` as in [`basam_hf.data.prompts_from_mask`].
+        prompt: `box`, `point` / `click` (three-mask output, see the module docstring), `points:k` (k random positive
+            clicks, redrawn every epoch) or `mixed` (a kind drawn per batch, see [`batch_prompt`]; validation then
+            defaults to boxes); `jitter` / `negatives` as in [`basam_hf.data.prompts_from_mask`].
         train: one of [`TRAIN_MODES`] (module docstring).
         loss: `bce-dice` (default), `bce` or `dice`.
         learning_rate, weight_decay: Adam's. lr_step_epochs, lr_gamma: StepLR, stepped per optimizer step with a
@@ -600,7 +624,9 @@ def finetune(
     if any(size < 1 for size in train_sizes):
         raise ValueError(f"Train sizes must be positive, got {train_sizes}.")
     val_sizes = list(val_sizes or train_sizes)
-    multimask = uses_multimask(prompt)  # recorded in the settings; micro_batch_loss derives it from the prompt
+    # Recorded in the settings; micro_batch_loss derives it from each batch's prompt.
+    multimask = "per batch" if prompt == MIXED_PROMPT else uses_multimask(prompt)
+    val_prompt = val_prompt or ("box" if prompt == MIXED_PROMPT else None)
 
     usable, excluded = usable_sample_indices(train_set, patch_size, accelerator)
     if not usable:
@@ -755,17 +781,18 @@ def finetune(
             batch_index, micro_losses = skip_batches, []
             for samples in active:
                 size = train_size_for_batch(train_sizes, seed, epoch, batch_index)
+                kind, kind_jitter, kind_negatives = batch_prompt(prompt, jitter, negatives, seed, epoch, batch_index)
                 with accelerator.accumulate(prepared_model):
                     batch_loss = micro_batch_loss(
                         prepared_model,
                         processor,
                         samples,
                         size=size,
-                        prompt=prompt,
+                        prompt=kind,
                         seed=seed,
                         epoch=epoch,
-                        jitter=jitter,
-                        negatives=negatives,
+                        jitter=kind_jitter,
+                        negatives=kind_negatives,
                         loss=loss,
                         device=accelerator.device,
                         dtype=unwrapped.dtype,
@@ -844,10 +871,12 @@ def finetune(
 
 __all__ = [
     "LOSSES",
+    "MIXED_PROMPT",
     "TRAIN_MODES",
     "EpochSampler",
     "JsonLinesTracker",
     "TrainingResult",
+    "batch_prompt",
     "finetune",
     "load_training_model",
     "read_metrics_log",

@@ -1,0 +1,114 @@
+"""Held-out checks of a promptable segmenter beyond per-prompt mIoU: an image-blind baseline, automatic mask
+generation recall, how well predicted IoU tracks actual IoU, and bootstrap intervals for paired comparisons."""
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .data import SegmentationDataset, mask_box, prompts_from_mask, sample_rng
+from .metrics import binary_iou
+
+
+def inscribed_ellipse(box: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
+    """The ellipse inscribed in the pixel box `(x0, y0, x1, y1)` (inclusive), as a boolean mask of `shape`."""
+    x0, y0, x1, y1 = box
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    rx, ry = (x1 - x0 + 1) / 2, (y1 - y0 + 1) / 2
+    return ((cols - (x0 + x1) / 2) / rx) ** 2 + ((rows - (y0 + y1) / 2) / ry) ** 2 <= 1
+
+
+def ellipse_baseline(dataset: SegmentationDataset, indices: Iterable[int] | None = None) -> np.ndarray:
+    """Per-sample IoU of a predictor that never looks at the image: the ellipse inscribed in the ground-truth box
+    (what a box prompt alone tells). A model must beat it to show it segments what it sees."""
+    ious = []
+    for index in range(len(dataset)) if indices is None else indices:
+        truth = dataset[index]["mask"]
+        ious.append(binary_iou(inscribed_ellipse(mask_box(truth), truth.shape), truth))
+    return np.asarray(ious)
+
+
+def bootstrap_interval(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (e.g. paired per-sample differences)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("No values to bootstrap.")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, (resamples, values.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def matched_objects(predicted: np.ndarray, objects: Sequence[np.ndarray], threshold: float = 0.5) -> list[float]:
+    """For each ground-truth object, the best IoU of any predicted mask `(n, H, W)`; an object counts as found when
+    it reaches `threshold`."""
+    best = []
+    for truth in objects:
+        ious = [binary_iou(mask, truth) for mask in predicted]
+        best.append(max(ious, default=0.0))
+    return best
+
+
+def automatic_mask_recall(model, processor, scenes: Iterable[dict], threshold: float = 0.5, **generate_kwargs) -> dict:
+    """Automatic mask generation ([`basam_hf.segment.generate_masks`], pipeline defaults unless `generate_kwargs`
+    says otherwise) on scenes `{"image", "masks"}`: the share of objects found (best IoU >= `threshold`), the mean
+    best IoU and the number of masks per image."""
+    from .segment import generate_masks
+
+    best, counts = [], []
+    for scene in scenes:
+        masks, _ = generate_masks(model, processor, scene["image"], **generate_kwargs)
+        best += matched_objects(masks, scene["masks"], threshold)
+        counts.append(len(masks))
+    best = np.asarray(best)
+    return {
+        "recall": float((best >= threshold).mean()) if best.size else 0.0,
+        "mean_best_iou": float(best.mean()) if best.size else 0.0,
+        "objects": int(best.size),
+        "masks_per_image": float(np.mean(counts)) if counts else 0.0,
+        "threshold": threshold,
+    }
+
+
+@torch.no_grad()
+def predicted_vs_actual_iou(model, processor, dataset: SegmentationDataset, prompt: str = "click", seed: int = 0):
+    """Predicted and actual IoU of every mask the model returns for one `prompt` per sample (three per single click):
+    `(predicted, actual)` arrays, for the correlation that makes predicted IoU useful (choosing among the three
+    masks, filtering automatic masks)."""
+    predicted, actual = [], []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        prompts = prompts_from_mask(sample["mask"], prompt, sample_rng(seed, sample["id"]))
+        inputs = processor(
+            images=sample["image"],
+            input_points=[[prompts["points"].tolist()]] if "points" in prompts else None,
+            input_labels=[[prompts["labels"].tolist()]] if "points" in prompts else None,
+            input_boxes=[prompts["boxes"].tolist()] if "boxes" in prompts else None,
+            return_tensors="pt",
+        )
+        outputs = model(
+            pixel_values=inputs["pixel_values"].to(model.device, model.dtype),
+            input_points=inputs["input_points"].to(model.device, model.dtype) if "input_points" in inputs else None,
+            input_labels=inputs["input_labels"].to(model.device) if "input_labels" in inputs else None,
+            input_boxes=inputs["input_boxes"].to(model.device, model.dtype) if "input_boxes" in inputs else None,
+            multimask_output=prompt in ("point", "click"),
+        )
+        masks = processor.post_process_masks(
+            outputs.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
+        )[0][0]
+        predicted += outputs.iou_scores[0, 0].float().cpu().tolist()
+        actual += [binary_iou(mask.numpy(), sample["mask"]) for mask in masks]
+    return np.asarray(predicted), np.asarray(actual)
+
+
+__all__ = [
+    "automatic_mask_recall",
+    "bootstrap_interval",
+    "ellipse_baseline",
+    "inscribed_ellipse",
+    "matched_objects",
+    "predicted_vs_actual_iou",
+]
