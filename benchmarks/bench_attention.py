@@ -1,4 +1,4 @@
-"""Microbenchmark of ONE global-attention layer: HF SamVisionSdpaAttention vs BaSamVisionAttention (BA off, BA default).
+"""Microbenchmark of ONE global-attention layer: HF SamVisionSdpaAttention vs BA-SAM's SDPA (BA off, BA default).
 
 The quick signal for tuning the chunked attention: same weights and input for every variant, best of N calls,
 the extra peak RSS of one call, and the outputs compared with each other and with an independent float64
@@ -40,7 +40,7 @@ from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionSd
 
 from basam_hf import BaSamVisionConfig
 from basam_hf.bias import alibi_slopes
-from basam_hf.modeling_basam import BaSamVisionAttention, query_chunk_rows
+from basam_hf.modeling_basam import BaSamVisionAttention, BaSamVisionSdpaAttention, query_chunk_rows
 
 FULL_MASK_LIMIT = 4 * GIB  # HF variants build the whole (heads, N, N) mask: not attempted above this
 
@@ -64,11 +64,11 @@ def build_variants(args, dims: dict) -> dict:
         for label, ba, semantics in (("basam-off", BA_OFF, "sam"), ("basam-default", BA_DEFAULT, "ba")):
             config = BaSamVisionConfig(**dims, **ba, attention_memory_budget_mb=budget)
             config._attn_implementation = "sdpa"
-            variants[f"{label} budget={budget:g}"] = (BaSamVisionAttention(config, window_size=0), semantics)
+            variants[f"{label} budget={budget:g}"] = (BaSamVisionSdpaAttention(config, window_size=0), semantics)
     # The floor: the same SDPA call with no bias at all (a wrong result, for reference only).
     floor_config = BaSamVisionConfig(**dims, **BA_OFF)
     floor_config._attn_implementation = "sdpa"
-    floor = BaSamVisionAttention(floor_config, window_size=0)
+    floor = BaSamVisionSdpaAttention(floor_config, window_size=0)
     floor.use_rel_pos = False
     variants["sdpa, no bias (floor; wrong result)"] = (floor, "none")
     for module, _ in variants.values():

@@ -1,4 +1,5 @@
-"""BaSamVisionAttention against a plain-torch re-derivation of BA-SAM's logits, written here from the formulas."""
+"""BaSamVisionAttention (eager) and BaSamVisionSdpaAttention against a plain-torch re-derivation of BA-SAM's logits,
+written here from the formulas."""
 
 import math
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from conftest import TINY_VISION
 
 from basam_hf import BaSamVisionConfig
-from basam_hf.modeling_basam import BaSamVisionAttention
+from basam_hf.modeling_basam import BASAM_VISION_ATTENTION_CLASSES, BaSamVisionAttention
 
 MODES = {
     "off": dict(bias_mode="none", attention_scaling="none"),
@@ -82,7 +83,7 @@ def reference_output(attn, x, logits):
 def build_attention(settings: dict, window: int, implementation: str) -> BaSamVisionAttention:
     config = BaSamVisionConfig(**{**TINY_VISION, **settings})
     config._attn_implementation = implementation
-    attn = BaSamVisionAttention(config, window).eval()
+    attn = BASAM_VISION_ATTENTION_CLASSES[implementation](config, window).eval()
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in attn.named_parameters():

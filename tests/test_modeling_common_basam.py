@@ -1,8 +1,10 @@
-"""transformers' generic model test-suite (`ModelTesterMixin`) run on `BaSamModel`, with BA off and with BA on.
+"""transformers' generic model test-suite (`ModelTesterMixin`) run on `BaSamModel`, with BA off and with BA on, plus
+the checks of SAM's own `SamModelTest`.
 
 The suite is not shipped in transformers' wheel: `scripts/fetch_transformers_tests.py` extracts it from the sdist of
 the installed version into `.cache/transformers-tests/` (or `$BASAM_TRANSFORMERS_TESTS_DIR`); `scripts/test.sh`
-runs it before pytest. Without it this module is skipped.
+runs it before pytest. Without it this module is skipped. The sdist has no per-model tests
+(`tests/models/sam/test_modeling_sam.py`), so `SamModelTest`'s own tests are rewritten in `BaSamModelTest`.
 """
 
 import math
@@ -20,8 +22,9 @@ import pytest
 import torch
 import transformers
 from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+from transformers.models.sam.modeling_sam import SamVisionSdpaAttention
 
-from basam_hf import BaSamConfig, BaSamModel, BaSamVisionAttention, BaSamVisionConfig
+from basam_hf import BaSamConfig, BaSamModel, BaSamVisionAttention, BaSamVisionConfig, BaSamVisionSdpaAttention
 
 TESTS_DIR = Path(
     os.environ.get(
@@ -193,6 +196,13 @@ class BaSamModelTest(ModelTesterMixin, unittest.TestCase):
     and hidden-state outputs (SAM's are `vision_attentions`, `vision_hidden_states`, `mask_decoder_attentions`), an
     `nn.Embedding` input layer (SAM's is a patch-embedding convolution) and SDPA dispatch to a language sub-model (SAM
     has a vision encoder and a mask decoder). The training tests run unchanged on `BaSamModelWithLoss`.
+
+    SAM's `SamModelTest` (transformers' tests/models/sam, not in the sdist) adds `test_model`,
+    `test_get_image_features` and `test_image_hidden_states`, rewritten below, and overrides `test_config`,
+    `test_model_get_set_embeddings`, `test_attention_outputs` and `test_sdpa_can_dispatch_composite_models` (SDPA
+    attention classes by name), whose checks the versions below include. It skips the training tests and
+    `test_retain_grad_hidden_states_attentions` ("does not support training"), which run here, and its pipeline tests
+    (tests/test_pipeline.py runs the mask-generation pipeline); `test_model_from_pretrained` is skipped below.
     """
 
     all_model_classes = (BaSamModel,)
@@ -220,7 +230,7 @@ class BaSamModelTest(ModelTesterMixin, unittest.TestCase):
         self.addCleanup(patcher.stop)
         self.model_tester = BaSamModelTester(self, self.ba_kwargs)
         self.config_tester = ConfigTester(
-            self, config_class=BaSamConfig, has_text_modality=False, common_properties=[]
+            self, config_class=BaSamConfig, has_text_modality=False, common_properties=["initializer_range"]
         )
         self.vision_config_tester = ConfigTester(
             self, config_class=BaSamVisionConfig, has_text_modality=False, hidden_size=32, **self.ba_kwargs
@@ -238,6 +248,45 @@ class BaSamModelTest(ModelTesterMixin, unittest.TestCase):
         model = BaSamModel(config)
         self.assertIs(model.get_input_embeddings(), model.vision_encoder.patch_embed)
         self.assertIsNone(model.get_output_embeddings())
+
+    def test_model(self):
+        # SAM's check: pixel values alone (no prompt) give one prompt's three masks and IoU scores per image.
+        tester = self.model_tester
+        config, inputs_dict = tester.prepare_config_and_inputs_for_common()
+        outputs = self._forward(BaSamModel(config), {"pixel_values": inputs_dict["pixel_values"]})
+        self.assertEqual(tuple(outputs.iou_scores.shape), (tester.batch_size, 1, 3))
+        self.assertEqual(tuple(outputs.pred_masks.shape[:3]), (tester.batch_size, 1, 3))
+
+    def test_get_image_features(self):
+        tester = self.model_tester
+        config, inputs_dict = tester.prepare_config_and_inputs_for_common()
+        model = BaSamModel(config).eval()
+        with torch.no_grad():
+            embeddings = model.get_image_embeddings(inputs_dict["pixel_values"])
+        expected = (tester.batch_size, tester.output_channels, tester.grid_size, tester.grid_size)
+        self.assertEqual(tuple(embeddings.shape), expected)
+
+    def test_image_hidden_states(self):
+        # The vision encoder alone, with a dict and with a tuple output: the patch embedding and each layer's output.
+        tester = self.model_tester
+        config, inputs_dict = tester.prepare_config_and_inputs_for_common()
+        model = BaSamModel(config).eval()
+        expected = [(tester.batch_size, tester.grid_size, tester.grid_size, tester.hidden_size)] * (
+            tester.num_hidden_layers + 1
+        )
+        for return_dict in (True, False):
+            with torch.no_grad():
+                outputs = model.vision_encoder(
+                    inputs_dict["pixel_values"], output_hidden_states=True, return_dict=return_dict
+                )
+            self.assertListEqual([tuple(h.shape) for h in outputs[1]], expected)
+
+    @unittest.skip(
+        reason="SamModelTest's (@slow) loads facebook/sam-vit-huge from the Hub, and this suite downloads nothing; "
+        "loading SAM checkpoints into BaSamModel is tested on tiny saved SamModels in tests/test_conversion_sam.py"
+    )
+    def test_model_from_pretrained(self):
+        pass
 
     def test_ba_settings_reach_attention(self):
         # Each variant must run the attention it names: bias, BA parameters and scale per layer (windowed layers keep
@@ -336,6 +385,19 @@ class BaSamModelTest(ModelTesterMixin, unittest.TestCase):
     def test_training_gradient_checkpointing_use_reentrant_true(self):
         self._run_with_loss(super().test_training_gradient_checkpointing_use_reentrant_true)
 
+    def _check_vision_attention_classes(self, model, implementation: str):
+        """Every vision attention is BA-SAM's class of `implementation`; as SamModelTest checks for SAM, a class name
+        contains "SdpaAttention" exactly in an SDPA model."""
+        attentions = [m for m in model.modules() if isinstance(m, BaSamVisionAttention)]
+        self.assertEqual(len(attentions), self.model_tester.num_hidden_layers)
+        expected = BaSamVisionSdpaAttention if implementation == "sdpa" else BaSamVisionAttention
+        for attention in attentions:
+            self.assertIs(type(attention), expected)
+            self.assertEqual(isinstance(attention, SamVisionSdpaAttention), implementation == "sdpa")
+            self.assertEqual(attention.config._attn_implementation, implementation)
+        has_sdpa_class = any("SdpaAttention" in type(m).__name__ for m in model.modules())
+        self.assertEqual(has_sdpa_class, implementation == "sdpa")
+
     def test_sdpa_can_dispatch_composite_models(self):
         # The generic test looks for a language sub-model; SAM's sub-models are the vision encoder and mask decoder.
         config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
@@ -347,10 +409,7 @@ class BaSamModelTest(ModelTesterMixin, unittest.TestCase):
             self.assertEqual(model.config._attn_implementation, implementation)
             self.assertEqual(model.vision_encoder.config._attn_implementation, implementation)
             self.assertEqual(model.mask_decoder.config._attn_implementation, implementation)
-            attentions = [m for m in model.modules() if isinstance(m, BaSamVisionAttention)]
-            self.assertEqual(len(attentions), self.model_tester.num_hidden_layers)
-            for attention in attentions:
-                self.assertEqual(attention.config._attn_implementation, implementation)
+            self._check_vision_attention_classes(model, implementation)
 
         # Only the eager path materializes attention weights: both paths ran, and they agree.
         outputs_sdpa = self._forward(model_sdpa, inputs_dict, output_attentions=True, output_hidden_states=True)
@@ -359,6 +418,20 @@ class BaSamModelTest(ModelTesterMixin, unittest.TestCase):
         self.assertEqual(len(outputs_eager.vision_attentions), self.model_tester.num_hidden_layers)
         torch.testing.assert_close(outputs_sdpa.vision_hidden_states[-1], outputs_eager.vision_hidden_states[-1])
         torch.testing.assert_close(outputs_sdpa.pred_masks, outputs_eager.pred_masks)
+
+    def test_set_attn_implementation_switches_vision_attention(self):
+        # The attention class is chosen when a layer is built; switching the implementation of a built model (as the
+        # generic eager-vs-SDPA tests do) must switch the classes too, not only the configs.
+        config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
+        model = BaSamModel._from_config(config, attn_implementation="eager")
+        expected = self._forward(model, inputs_dict, output_attentions=True)
+        self.assertEqual(len(expected.vision_attentions), self.model_tester.num_hidden_layers)
+        for implementation in ("sdpa", "eager"):
+            model.set_attn_implementation(implementation)
+            self._check_vision_attention_classes(model, implementation)
+            outputs = self._forward(model, inputs_dict, output_attentions=True)
+            self.assertEqual(bool(outputs.vision_attentions), implementation == "eager")
+            torch.testing.assert_close(outputs.pred_masks, expected.pred_masks)
 
 
 class BaSamDistanceLogLengthModelTest(BaSamModelTest):

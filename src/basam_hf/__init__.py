@@ -3,7 +3,13 @@
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForMaskGeneration, AutoProcessor
 
 from .configuration_basam import BaSamConfig, BaSamVisionConfig
-from .modeling_basam import BaSamModel, BaSamPreTrainedModel, BaSamVisionAttention, BaSamVisionEncoder
+from .modeling_basam import (
+    BaSamModel,
+    BaSamPreTrainedModel,
+    BaSamVisionAttention,
+    BaSamVisionEncoder,
+    BaSamVisionSdpaAttention,
+)
 from .processing_basam import BaSamImageProcessor, BaSamProcessor, processor_for_model, save_pretrained_with_processor
 
 __version__ = "0.1.0"
@@ -31,6 +37,7 @@ __all__ = [
     "BaSamVisionAttention",
     "BaSamVisionConfig",
     "BaSamVisionEncoder",
+    "BaSamVisionSdpaAttention",
     "processor_for_model",
     "save_pretrained_with_processor",
     "__version__",

@@ -22,8 +22,10 @@ from transformers.models.sam.modeling_sam import (
     SamVisionEncoderOutput,
     SamVisionLayer,
     SamVisionNeck,
+    SamVisionSdpaAttention,
 )
 from transformers.processing_utils import Unpack
+from transformers.utils import logging
 from transformers.utils.generic import TransformersKwargs, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -38,6 +40,8 @@ from .bias import (
 from .configuration_basam import BaSamConfig, BaSamVisionConfig
 from .pos_embed import rescale_prompt_coordinates, resize_position_embeddings
 
+logger = logging.get_logger(__name__)
+
 _MAX_CACHED_GRIDS = 8
 
 
@@ -48,12 +52,12 @@ def query_chunk_rows(budget_mb: float, batch_size: int, num_heads: int, num_keys
 
 
 class BaSamVisionAttention(SamVisionAttention):
-    """SAM's vision attention with BA-SAM's scale factor and distance / coefficient bias.
+    """SAM's vision attention with BA-SAM's scale factor and distance / coefficient bias: the eager implementation.
 
-    Signature and return values are those of [`SamVisionAttention`]. One class serves both attention
-    implementations, read from the config at call time: `"sdpa"` computes global attention in query chunks sized by
-    `config.attention_memory_budget_mb`, so no `(heads, N, N)` score or bias tensor is built for a long sequence;
-    `"eager"` materializes the attention weights and returns them.
+    Signature and return values are those of [`SamVisionAttention`]: the attention weights are materialized and
+    returned. [`BaSamVisionSdpaAttention`] is the SDPA implementation; as in SAM, [`BaSamVisionLayer`] builds the class
+    of `config._attn_implementation` (see `BASAM_VISION_ATTENTION_CLASSES`). The BA terms (scale, bias) are computed
+    here for both.
     """
 
     def __init__(self, config: BaSamVisionConfig, window_size: int):
@@ -157,35 +161,61 @@ class BaSamVisionAttention(SamVisionAttention):
         factor = attention_scale_factor(self.attention_scaling, (height, width), self.train_grid_size, self.patch_size)
         return self.scale * factor
 
+    def _project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query, key and value of a `(B, H, W, C)` input, each `(B, heads, H * W, head_dim)`."""
+        batch_size, height, width, _ = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
+        # Contiguous like SAM's: matmuls over the same memory layout pick the same BLAS kernels, so BA off stays
+        # bit-identical to SAM on every CPU (strided views did not on AMD).
+        return qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+
+    def _merge_heads(self, attn_output: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The output projection of a `(B, heads, H * W, head_dim)` attention output, as `(B, H, W, C)`."""
+        batch_size = attn_output.shape[0]
+        attn_output = attn_output.reshape(batch_size, self.num_attention_heads, height, width, -1)
+        attn_output = attn_output.permute(0, 2, 3, 1, 4).reshape(batch_size, height, width, -1)
+        return self.proj(attn_output)
+
     def forward(self, hidden_states: torch.Tensor, output_attentions=None) -> tuple[torch.Tensor, torch.Tensor]:
         batch_size, height, width, _ = hidden_states.shape
         num_tokens = height * width
-        # q, k, v with shape (B, heads, N, head_dim), contiguous like SAM's: matmuls over the same memory layout pick
-        # the same BLAS kernels, so BA off stays bit-identical to SAM on every CPU (strided views did not on AMD).
-        qkv = self.qkv(hidden_states).reshape(batch_size, num_tokens, 3, self.num_attention_heads, -1)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
-        scale = self.attention_scale(height, width)
+        query, key, value = self._project_qkv(hidden_states)
+        rel_h, rel_w = self._decomposed_terms(query, height, width)
+        attn_weights = (query * self.attention_scale(height, width)) @ key.transpose(-2, -1)
+        bias = self._bias_chunk(rel_h, rel_w, slice(None), height, width, query)
+        if bias is not None:
+            attn_weights = attn_weights + bias
+        attn_weights = F.softmax(attn_weights, dtype=torch.float32, dim=-1).to(query.dtype)
+        # Returned in SAM's (B * heads, N, N) layout, and the output computed from that very tensor, so gradients
+        # reach the returned weights (a reshape taken after use would be outside the graph).
+        attn_weights = attn_weights.reshape(batch_size * self.num_attention_heads, num_tokens, num_tokens)
+        attn_probs = F.dropout(attn_weights, p=self.dropout, training=self.training)
+        attn_output = attn_probs.reshape(batch_size, self.num_attention_heads, num_tokens, num_tokens) @ value
+        return self._merge_heads(attn_output, height, width), attn_weights
+
+
+class BaSamVisionSdpaAttention(BaSamVisionAttention, SamVisionSdpaAttention):
+    """[`BaSamVisionAttention`] computed with `scaled_dot_product_attention`, as [`SamVisionSdpaAttention`] is SAM's.
+
+    Global attention runs in query chunks sized by `config.attention_memory_budget_mb`, each with its own slice of
+    the bias, so no `(heads, N, N)` score or bias tensor is built for a long sequence. Returns `None` as the attention
+    weights (use `attn_implementation="eager"` to get them).
+    """
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions=False) -> tuple[torch.Tensor, None]:
+        if output_attentions:
+            logger.warning_once(
+                f"{self.__class__.__name__} does not return attention weights: they are `None`. Load the model with "
+                "`attn_implementation='eager'` to get them."
+            )
+        _, height, width, _ = hidden_states.shape
+        query, key, value = self._project_qkv(hidden_states)
         rel_h, rel_w = self._decomposed_terms(query, height, width)
         dropout = self.dropout if self.training else 0.0
-
-        if self.config._attn_implementation == "eager":
-            attn_weights = (query * scale) @ key.transpose(-2, -1)
-            bias = self._bias_chunk(rel_h, rel_w, slice(None), height, width, query)
-            if bias is not None:
-                attn_weights = attn_weights + bias
-            attn_weights = F.softmax(attn_weights, dtype=torch.float32, dim=-1).to(query.dtype)
-            # Returned in SAM's (B * heads, N, N) layout, and the output computed from that very tensor, so gradients
-            # reach the returned weights (a reshape taken after use would be outside the graph).
-            attn_weights = attn_weights.reshape(batch_size * self.num_attention_heads, num_tokens, num_tokens)
-            attn_probs = F.dropout(attn_weights, p=dropout, training=self.training)
-            attn_output = attn_probs.reshape(batch_size, self.num_attention_heads, num_tokens, num_tokens) @ value
-        else:
-            attn_output = self._chunked_sdpa(query, key, value, rel_h, rel_w, (height, width), scale, dropout)
-            attn_weights = None
-
-        attn_output = attn_output.reshape(batch_size, self.num_attention_heads, height, width, -1)
-        attn_output = attn_output.permute(0, 2, 3, 1, 4).reshape(batch_size, height, width, -1)
-        return self.proj(attn_output), attn_weights
+        attn_output = self._chunked_sdpa(
+            query, key, value, rel_h, rel_w, (height, width), self.attention_scale(height, width), dropout
+        )
+        return self._merge_heads(attn_output, height, width), None
 
     def _chunked_sdpa(self, query, key, value, rel_h, rel_w, grid_size, scale: float, dropout: float) -> torch.Tensor:
         """SDPA over query chunks, each with its own slice of the bias, so memory is bounded by the budget."""
@@ -221,14 +251,21 @@ class BaSamVisionAttention(SamVisionAttention):
         return output
 
 
+BASAM_VISION_ATTENTION_CLASSES = {
+    "eager": BaSamVisionAttention,
+    "sdpa": BaSamVisionSdpaAttention,
+}
+
+
 class BaSamVisionLayer(SamVisionLayer):
-    """[`SamVisionLayer`] whose attention is a [`BaSamVisionAttention`] (same parameter names)."""
+    """[`SamVisionLayer`] whose attention is the BA-SAM class of `config._attn_implementation` (same parameter
+    names): [`BaSamVisionAttention`] (eager) or [`BaSamVisionSdpaAttention`]."""
 
     def __init__(self, config: BaSamVisionConfig, window_size: int):
         # Built here instead of by SamVisionLayer.__init__, which would construct and discard a SAM attention.
         GradientCheckpointingLayer.__init__(self)
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attn = BaSamVisionAttention(config, window_size)
+        self.attn = BASAM_VISION_ATTENTION_CLASSES[config._attn_implementation](config, window_size)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SamMLPBlock(config)
         self.window_size = window_size
@@ -247,6 +284,18 @@ class BaSamPreTrainedModel(SamPreTrainedModel):
             if hasattr(module, "slopes"):
                 init.copy_(module.slopes, alibi_slopes(module.num_attention_heads, module.bias_slope_scale))
             module._distance_cache.clear()
+
+    def set_attn_implementation(self, attn_implementation: str | dict, **kwargs):
+        """[`PreTrainedModel.set_attn_implementation`], which sets the configs, plus the vision attention classes.
+
+        As in SAM, the class of a vision attention is chosen from its config when the layer is built; this switches
+        each to the class of its config's new implementation. Both classes hold the same parameters and state, so
+        the module is kept (weights, device, dtype) and only its class changes.
+        """
+        super().set_attn_implementation(attn_implementation, **kwargs)
+        for module in self.modules():
+            if isinstance(module, BaSamVisionAttention):
+                module.__class__ = BASAM_VISION_ATTENTION_CLASSES[module.config._attn_implementation]
 
 
 def check_pixel_values(pixel_values: torch.Tensor, num_channels: int, patch_size: int) -> None:
@@ -470,4 +519,10 @@ class BaSamModel(BaSamPreTrainedModel, SamModel):
         )
 
 
-__all__ = ["BaSamModel", "BaSamPreTrainedModel", "BaSamVisionAttention", "BaSamVisionEncoder"]
+__all__ = [
+    "BaSamModel",
+    "BaSamPreTrainedModel",
+    "BaSamVisionAttention",
+    "BaSamVisionEncoder",
+    "BaSamVisionSdpaAttention",
+]
