@@ -207,6 +207,24 @@ def test_official_protocol_click_and_settings(tiny_model_dir, image_folder, tmp_
         evaluate(tiny_model_dir, str(image_folder), protocol="official", sizes=[60])
 
 
+def test_normalize_maps_is_a_run_of_its_own(tiny_model_dir, image_folder, tmp_path, capsys):
+    settings = dict(sizes=[64], max_samples=2, output_dir=tmp_path / "run")
+    plain = evaluate(tiny_model_dir, str(image_folder), **settings)
+    args = ["evaluate", "--model", tiny_model_dir, "--dataset", str(image_folder), "--sizes", "64", "--max-samples"]
+    assert main(args + ["2", "--normalize-maps", "--output", str(tmp_path / "run")]) == 0
+    assert "maps min-max normalised" in capsys.readouterr().out
+    records = read_records(tmp_path / "run" / "samples.jsonl")
+    assert sorted(len(by_id) for by_id in records.values()) == [2, 2]  # the plain run's records were not reused
+    rescaled = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert rescaled["normalize_maps"] and not plain["normalize_maps"]
+    assert rescaled["results"][0]["metrics"]["mae"] != pytest.approx(plain["results"][0]["metrics"]["mae"], abs=1e-4)
+    computed = []
+    evaluate(tiny_model_dir, str(image_folder), on_records=computed.extend, **settings)
+    assert computed == []  # runs without the option resume from their own records as before
+    with pytest.raises(ValueError, match="official protocol thresholds raw logits"):
+        evaluate(tiny_model_dir, str(image_folder), sizes=[64], protocol="official", normalize_maps=True)
+
+
 def test_cli_reports_and_errors(tiny_model_dir, image_folder, tmp_path, capsys, monkeypatch):
     output = tmp_path / "cli"
     args = ["evaluate", "--model", tiny_model_dir, "--dataset", str(image_folder), "--sizes", "48", "64"]

@@ -81,6 +81,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             seed=args.seed,
             jitter=args.jitter,
             negatives=args.negatives,
+            normalize_maps=args.normalize_maps,
             accelerator=accelerator,
         )
     except (OSError, ValueError) as error:  # bad model / dataset / column / size: the message says which
@@ -120,6 +121,11 @@ def add_evaluate_command(commands) -> None:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the prompts (per sample, process-independent)")
     evaluate.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
     evaluate.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
+    evaluate.add_argument(
+        "--normalize-maps",
+        action="store_true",
+        help="min-max rescale each probability map before the standard metrics, as the SOD toolkits read saved maps",
+    )
     evaluate.add_argument("--cpu", action="store_true", help="run on CPU even if an accelerator is available")
     evaluate.set_defaults(func=_evaluate)
 
