@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import BA_OFF, accelerate_launch, randomize_, save_tiny_model, tiny_config_kwargs
+from conftest import BA_OFF, accelerate_launch, randomize_, save_tiny_model, tiny_config_kwargs, write_coco_instances
 from PIL import Image
 from transformers import SamConfig, SamModel
 
@@ -223,6 +223,24 @@ def test_normalize_maps_is_a_run_of_its_own(tiny_model_dir, image_folder, tmp_pa
     assert computed == []  # runs without the option resume from their own records as before
     with pytest.raises(ValueError, match="official protocol thresholds raw logits"):
         evaluate(tiny_model_dir, str(image_folder), sizes=[64], protocol="official", normalize_maps=True)
+
+
+def test_cli_evaluates_a_coco_instances_file(tiny_model_dir, tmp_path, capsys):
+    annotations, images = write_coco_instances(tmp_path / "coco")
+    args = ["evaluate", "--model", tiny_model_dir, "--sizes", "64", "--output", str(tmp_path / "out")]
+    assert main(args + ["--coco-annotations", annotations, "--images", images]) == 0
+    assert "| BA-SAM | 64 | 3 | 0 |" in capsys.readouterr().out  # one sample per non-crowd object
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["dataset"] == annotations and summary["dataset_info"]["excluded_crowd_objects"] == 3
+    records = read_records(tmp_path / "out" / "samples.jsonl")
+    assert sorted(next(iter(records.values()))) == ["0#100", "1#101", "2#102"]
+    for extra, message in (
+        ([], "--coco-annotations FILE and --images DIR go together"),
+        (["--images", images, "--preset", "duts"], "--preset do not apply"),
+        (["--images", str(tmp_path)], "None of the 3 annotated images"),
+    ):
+        assert main(args + ["--coco-annotations", annotations] + extra) == 1
+        assert message in capsys.readouterr().err
 
 
 def test_cli_reports_and_errors(tiny_model_dir, image_folder, tmp_path, capsys, monkeypatch):
