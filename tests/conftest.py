@@ -1,11 +1,14 @@
 """Shared helpers: tiny random BA-SAM / SAM configurations that run in milliseconds on CPU."""
 
+import json
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 # scripts/demo_browser.py (the demo's browser helpers) is shared with scripts/demo_screenshot.py.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -106,3 +109,28 @@ def accelerate_launch(num_processes: int = 2) -> tuple[list[str], dict]:
         str(port),
     ]
     return command, {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def write_coco_instances(root, count: int = 3, size: int = 64) -> tuple[str, str]:
+    """A COCO instances file (`annotations/instances.json`) and its images folder (`images/`) under `root`: `count`
+    noise images with a brighter rectangle each, annotated as a polygon, plus one crowd region per image. Returns the
+    file and the folder as strings."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    images, annotations = [], []
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        left, top = 4 + 3 * index, 6 + 2 * index
+        right, bottom = left + size // 2, top + size // 3
+        pixels = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
+        pixels[top:bottom, left:right] += 100
+        Image.fromarray(pixels).save(root / "images" / f"{index:012d}.png")
+        images.append({"id": index, "file_name": f"{index:012d}.png", "height": size, "width": size})
+        polygon = [left, top, right, top, right, bottom, left, bottom]
+        annotations.append({"id": 100 + index, "image_id": index, "iscrowd": 0, "segmentation": [polygon]})
+        crowd = {"size": [size, size], "counts": [0, size * size]}
+        annotations.append({"id": 200 + index, "image_id": index, "iscrowd": 1, "segmentation": crowd})
+    coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "box"}]}
+    (root / "annotations" / "instances.json").write_text(json.dumps(coco))
+    return str(root / "annotations" / "instances.json"), str(root / "images")

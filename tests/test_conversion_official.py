@@ -23,9 +23,18 @@ HIDDEN, HEADS, DEPTH, WINDOW, GLOBAL_LAYERS, MLP, PATCH = 32, 2, 3, 3, (1,), 64,
 PROMPT_DIM = 256  # SAM's prompt encoder and mask decoder, as the official builder makes them
 
 
-def _official_shapes(build_size: int, abs_pos: bool) -> dict[str, tuple]:
-    """Key -> shape of an official BA-SAM checkpoint, written out in segment-anything's layout."""
-    grid, head_dim, d = build_size // PATCH, HIDDEN // HEADS, PROMPT_DIM
+def _official_shapes(
+    build_size: int,
+    abs_pos: bool,
+    width: int = PROMPT_DIM,
+    decoder_mlp: int = 2048,
+    iou_hidden: int = PROMPT_DIM,
+    iou_depth: int = 3,
+    mask_channels: int = 16,
+) -> dict[str, tuple]:
+    """Key -> shape of an official BA-SAM checkpoint, written out in segment-anything's layout: `width` is the
+    encoder's `out_chans` (prompt encoder and mask decoder follow it), the other sizes SAM's builder arguments."""
+    grid, head_dim, d, c = build_size // PATCH, HIDDEN // HEADS, width, mask_channels
     shapes = {
         "image_encoder.patch_embed.proj.weight": (HIDDEN, 3, PATCH, PATCH),
         "image_encoder.patch_embed.proj.bias": (HIDDEN,),
@@ -51,7 +60,13 @@ def _official_shapes(build_size: int, abs_pos: bool) -> dict[str, tuple]:
     shapes |= {"prompt_encoder.pe_layer.positional_encoding_gaussian_matrix": (2, d // 2)}
     shapes |= {f"prompt_encoder.point_embeddings.{i}.weight": (1, d) for i in range(4)}
     shapes |= {"prompt_encoder.not_a_point_embed.weight": (1, d), "prompt_encoder.no_mask_embed.weight": (1, d)}
-    for index, weight in {"0": (4, 1, 2, 2), "1": (4,), "3": (16, 4, 2, 2), "4": (16,), "6": (d, 16, 1, 1)}.items():
+    for index, weight in {
+        "0": (c // 4, 1, 2, 2),
+        "1": (c // 4,),
+        "3": (c, c // 4, 2, 2),
+        "4": (c,),
+        "6": (d, c, 1, 1),
+    }.items():
         shapes |= {
             f"prompt_encoder.mask_downscaling.{index}.weight": weight,
             f"prompt_encoder.mask_downscaling.{index}.bias": (weight[0],),
@@ -71,8 +86,8 @@ def _official_shapes(build_size: int, abs_pos: bool) -> dict[str, tuple]:
             prefix + "cross_attn_image_to_token", d // 2
         )
         shapes |= {f"{prefix}norm{n}.{p}": (d,) for n in range(1, 5) for p in ("weight", "bias")}
-        shapes |= {f"{prefix}mlp.lin1.weight": (2048, d), f"{prefix}mlp.lin1.bias": (2048,)}
-        shapes |= {f"{prefix}mlp.lin2.weight": (d, 2048), f"{prefix}mlp.lin2.bias": (d,)}
+        shapes |= {f"{prefix}mlp.lin1.weight": (decoder_mlp, d), f"{prefix}mlp.lin1.bias": (decoder_mlp,)}
+        shapes |= {f"{prefix}mlp.lin2.weight": (d, decoder_mlp), f"{prefix}mlp.lin2.bias": (d,)}
     shapes |= attention("mask_decoder.transformer.final_attn_token_to_image", d // 2)
     shapes |= {f"mask_decoder.transformer.norm_final_attn.{p}": (d,) for p in ("weight", "bias")}
     shapes |= {
@@ -84,20 +99,25 @@ def _official_shapes(build_size: int, abs_pos: bool) -> dict[str, tuple]:
         "mask_decoder.output_upscaling.3.weight": (d // 4, d // 8, 2, 2),
         "mask_decoder.output_upscaling.3.bias": (d // 8,),
     }
-    for head, out in [(f"output_hypernetworks_mlps.{i}", d // 8) for i in range(4)] + [("iou_prediction_head", 4)]:
-        for layer, rows in enumerate((d, d, out)):
+    heads = [(f"output_hypernetworks_mlps.{i}", (d, d, d // 8)) for i in range(4)]
+    heads.append(("iou_prediction_head", (iou_hidden,) * (iou_depth - 1) + (4,)))
+    for head, outputs in heads:
+        for layer, (inputs, rows) in enumerate(zip((d,) + outputs, outputs)):
             shapes |= {
-                f"mask_decoder.{head}.layers.{layer}.weight": (rows, d),
+                f"mask_decoder.{head}.layers.{layer}.weight": (rows, inputs),
                 f"mask_decoder.{head}.layers.{layer}.bias": (rows,),
             }
     return shapes
 
 
-def official_state_dict(build_size: int = 1024, abs_pos: bool = False, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random official checkpoint: distinct values everywhere, coefficients well away from their 0.1 init."""
+def official_state_dict(
+    build_size: int = 1024, abs_pos: bool = False, seed: int = 0, **widths
+) -> dict[str, torch.Tensor]:
+    """A random official checkpoint: distinct values everywhere, coefficients well away from their 0.1 init.
+    `widths`: the prompt encoder / mask decoder sizes of [`_official_shapes`]."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
-    for key, shape in _official_shapes(build_size, abs_pos).items():
+    for key, shape in _official_shapes(build_size, abs_pos, **widths).items():
         std = 0.05 if "patch_embed" in key else 0.3
         state[key] = torch.randn(shape, generator=generator) * std
         if key.endswith(("norm1.weight", "norm2.weight", "neck.1.weight", "neck.3.weight")):
@@ -306,24 +326,28 @@ EXPECTED_NAMES = {
 }
 
 
+def _assert_every_weight_lands_once(weights: dict, model: BaSamModel) -> None:
+    """Every checkpoint tensor is in the model once and every model weight is a checkpoint tensor (the random feature
+    matrix twice: transformers keeps a copy for the image-wide positional embedding)."""
+
+    def fingerprints(tensors):
+        return sorted((tuple(tensor.shape), tensor.double().sum().item()) for tensor in tensors)
+
+    state = model.state_dict()
+    assert torch.equal(
+        state.pop("shared_image_embedding.positional_embedding"),
+        weights["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"],
+    )
+    assert fingerprints(weights.values()) == fingerprints(state.values())
+
+
 def test_every_key_lands_in_its_place_and_config_is_inferred(tmp_path):
     weights = official_state_dict()
     model = convert_official_checkpoint(_save_pth(tmp_path, weights))
     state = model.state_dict()
     for official, name in EXPECTED_NAMES.items():
         assert torch.equal(state[name], weights[official]), (official, name)
-    assert torch.equal(
-        state["shared_image_embedding.positional_embedding"],
-        weights["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"],
-    )
-
-    # Every checkpoint tensor is in the model once and every model weight is a checkpoint tensor (the random feature
-    # matrix twice: transformers keeps a copy for the image-wide positional embedding).
-    def fingerprints(tensors):
-        return sorted((tuple(tensor.shape), tensor.double().sum().item()) for tensor in tensors)
-
-    del state["shared_image_embedding.positional_embedding"]
-    assert fingerprints(weights.values()) == fingerprints(state.values())
+    _assert_every_weight_lands_once(weights, model)
     vision = model.config.vision_config
     assert (vision.hidden_size, vision.num_attention_heads, vision.num_hidden_layers, vision.mlp_dim) == (
         HIDDEN,
@@ -343,6 +367,42 @@ def test_every_key_lands_in_its_place_and_config_is_inferred(tmp_path):
         "official",
         1024,
     )
+
+
+def test_prompt_encoder_and_mask_decoder_widths_come_from_the_weights(tmp_path):
+    """A neck of 32 channels (SAM's is 256): the prompt encoder and mask decoder follow it; the decoder's MLP, the
+    IoU head (width and depth) and the mask embedding have their own sizes, all read from the weights."""
+    widths = dict(width=32, decoder_mlp=48, iou_hidden=24, iou_depth=4, mask_channels=8)
+    weights = official_state_dict(**widths)
+    model = convert_official_checkpoint(_save_pth(tmp_path, weights))
+    _assert_every_weight_lands_once(weights, model)
+    state = model.state_dict()
+    head = "mask_decoder.iou_prediction_head"
+    for official, name in {
+        "layers.0": "proj_in",
+        "layers.1": "layers.0",
+        "layers.2": "layers.1",
+        "layers.3": "proj_out",
+    }.items():
+        assert torch.equal(state[f"{head}.{name}.weight"], weights[f"{head}.{official}.weight"]), official
+    config = model.config
+    assert (config.vision_config.output_channels, config.vision_config.num_pos_feats) == (32, 16)
+    assert (config.prompt_encoder_config.hidden_size, config.prompt_encoder_config.mask_input_channels) == (32, 8)
+    decoder = config.mask_decoder_config
+    assert (decoder.hidden_size, decoder.mlp_dim, decoder.iou_head_hidden_dim, decoder.iou_head_depth) == (
+        32,
+        48,
+        24,
+        4,
+    )
+    assert (decoder.num_hidden_layers, decoder.attention_downsample_rate, decoder.num_multimask_outputs) == (2, 2, 3)
+    points = torch.tensor([[[[300.0, 500.0]]]])
+    with torch.no_grad():
+        outputs = model(
+            pixel_values=_pixels(1024), input_points=points, input_labels=torch.ones(1, 1, 1, dtype=torch.long)
+        )
+    assert outputs.pred_masks.shape == (1, 1, 3, 256, 256) and outputs.iou_scores.shape == (1, 1, 3)
+    assert torch.isfinite(outputs.pred_masks).all() and torch.isfinite(outputs.iou_scores).all()
 
 
 def test_round_trip_through_saved_folder(tmp_path):

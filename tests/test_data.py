@@ -1,4 +1,6 @@
-"""Dataset loading (image folders, save_to_disk, presets, COCO objects), conversions, bad samples, prompts."""
+"""Dataset loading (image folders, save_to_disk, presets, COCO objects and files), conversions, bad samples, prompts."""
+
+import json
 
 import datasets
 import numpy as np
@@ -10,6 +12,7 @@ from basam_hf.data import (
     SampleError,
     binarize_mask,
     interior_point,
+    load_coco_dataset,
     load_segmentation_dataset,
     mask_box,
     polygons_to_mask,
@@ -185,10 +188,13 @@ def test_presets_load_look_alike_local_datasets(tmp_path, name):
         columns["objects"] = preset.annotations_column
     if preset.id_column:
         columns["id"] = preset.id_column
-    look_alike = datasets.DatasetDict({preset.default_split: _hf_dataset(columns, with_objects="objects" in columns)})
+    if preset.mask_column is None and preset.annotations_column is None:
+        columns["mask"] = "mask"  # the card names no mask column: the first Image column of the candidates is used
+    split = preset.default_split or "train"  # no split on the card: the only one is used
+    look_alike = datasets.DatasetDict({split: _hf_dataset(columns, with_objects="objects" in columns)})
     look_alike.save_to_disk(tmp_path / name)
     dataset = load_segmentation_dataset(tmp_path / name, preset=name)
-    assert dataset.info["split"] == preset.default_split and len(dataset) == 3
+    assert dataset.info["split"] == split and len(dataset) == 3
     sample = dataset[0]
     assert sample["mask"].any() and sample["mask"].shape == (40, 50)
     if preset.id_column:
@@ -199,10 +205,53 @@ def test_presets_load_look_alike_local_datasets(tmp_path, name):
 
 def test_preset_with_other_columns_fails_clearly(tmp_path):
     datasets.DatasetDict(test=_hf_dataset({"image": "img", "mask": "mask"})).save_to_disk(tmp_path / "other")
-    with pytest.raises(ValueError, match=r"preset 'duts' \(unverified\) expects.*'img'.*--image-column"):
+    with pytest.raises(ValueError, match=r"preset 'duts' expects.*'img'.*--image-column"):
         load_segmentation_dataset(tmp_path / "other", preset="duts")
     with pytest.raises(ValueError, match="Unknown dataset preset 'nope'"):
         load_segmentation_dataset(tmp_path / "other", preset="nope")
+    # dis5k: the card names no splits and no columns; what the data has is reported.
+    two_splits = datasets.DatasetDict(
+        train=_hf_dataset({"image": "image", "mask": "seg"}), test=_hf_dataset({"image": "image", "mask": "seg"})
+    )
+    two_splits.save_to_disk(tmp_path / "dis")
+    with pytest.raises(ValueError, match=r"has splits \['train', 'test'\]; choose one with --split"):
+        load_segmentation_dataset(tmp_path / "dis", preset="dis5k")
+    with pytest.raises(ValueError, match=r"No mask column found.*\['image', 'seg'\].*--mask-column"):
+        load_segmentation_dataset(tmp_path / "dis", "test", preset="dis5k")
+    assert (
+        load_segmentation_dataset(tmp_path / "dis", "test", preset="dis5k", mask_column="seg").info["split"] == "test"
+    )
+
+
+# The facts of the dataset cards and viewers (checked 2026-12), written out independently of the presets:
+# hub id, default split, splits, (image, mask) columns, id column, verified facts.
+CARD_FACTS = {
+    "duts": ("nobg/DUTS", "test", ("train", "test"), ("image", "mask"), None, {"splits", "columns"}),
+    "cod10k": ("nobg/COD10K", "test", ("train", "test"), ("image", "mask"), None, {"splits", "columns"}),
+    "dis5k": ("nobg/DIS5K", None, (), ("image", None), None, set()),
+    "dis5k-train": ("unography/DIS5K-train", "train", ("train",), ("image", "mask"), None, {"splits", "columns"}),
+    "isic2016": ("MedOtter/ISIC2016", None, (), ("image", "mask"), "image_id", {"columns"}),
+    "isic2018": (
+        "surajbijjahalli/ISIC2018",
+        "test",
+        ("train", "validation", "test"),
+        ("image", "label"),
+        None,
+        {"splits", "columns"},
+    ),
+}
+
+
+def test_presets_follow_the_dataset_cards():
+    assert set(PRESETS) == set(CARD_FACTS)
+    for name, (hub_id, default_split, splits, columns, id_column, verified) in CARD_FACTS.items():
+        preset = PRESETS[name]
+        assert (preset.hub_id, preset.default_split, preset.splits) == (hub_id, default_split, splits), name
+        assert (preset.image_column, preset.mask_column, preset.annotations_column) == (*columns, None), name
+        assert (preset.id_column, set(preset.verified)) == (id_column, verified), name
+    assert "no splits" in PRESETS["dis5k"].notes and "unography/DIS5K-train" in PRESETS["dis5k"].notes
+    with pytest.raises(ValueError, match=r"coco2017 preset was removed.*--coco-annotations .*--images"):
+        load_segmentation_dataset(None, preset="coco2017")
 
 
 # --- COCO-style annotations --------------------------------------------------------------------------------------
@@ -282,6 +331,101 @@ def test_coco_objects_as_list_of_dicts_with_rle(tmp_path):
         dataset[1]
     dataset = load_segmentation_dataset(tmp_path / "b", annotations_column="annotations")
     assert dataset.ids == ["0#8"] and np.array_equal(dataset[0]["mask"], second)
+
+
+def _write_coco(root) -> tuple:
+    """A COCO instances file and its images folder, in the official layout, written by hand; returns (file,
+    folder, the expected masks by sample id)."""
+    polygon_mask, rle_mask, string_mask = (
+        _rect_mask(box=(2, 3, 12, 20)),
+        _rect_mask(box=(20, 20, 35, 45)),
+        _rect_mask(box=(0, 40, 40, 50)),
+    )
+    (root / "val").mkdir(parents=True)
+    _image(seed=1).save(root / "val" / "a.jpg")
+    _image(30, 20, seed=2).save(root / "val" / "b.png")
+    _image(seed=4).save(root / "val" / "d.png")
+    coco = {
+        "info": {"description": "test"},
+        "categories": [{"id": 1, "name": "thing"}],
+        "images": [
+            {"id": 11, "file_name": "a.jpg", "height": 40, "width": 50},
+            {"id": 12, "file_name": "upload/1/b.png", "height": 30, "width": 20},  # Label Studio keeps a prefix
+            {"id": 13, "file_name": "c.png", "height": 40, "width": 50},  # not in the folder
+            {"id": 14, "file_name": "d.png", "height": 20, "width": 50},  # the file is 40 x 50
+        ],
+        "annotations": [
+            # polygon (x, y): columns 3..19, rows 2..11
+            {"id": 1, "image_id": 11, "category_id": 1, "iscrowd": 0, "segmentation": [[3, 2, 20, 2, 20, 12, 3, 12]]},
+            {"id": 2, "image_id": 11, "iscrowd": 0, "segmentation": {"size": [40, 50], "counts": _counts(rle_mask)}},
+            {"id": 3, "image_id": 11, "iscrowd": 1, "segmentation": {"size": [40, 50], "counts": [2000]}},
+            {"id": 4, "image_id": 12, "iscrowd": 0, "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]]},
+            {
+                "id": 5,
+                "image_id": 11,
+                "segmentation": {"size": [40, 50], "counts": _encode_rle_string(_counts(string_mask))},
+            },
+            {"id": 6, "image_id": 13, "iscrowd": 0, "segmentation": [[0, 0, 10, 0, 10, 10]]},
+            {"id": 7, "image_id": 14, "iscrowd": 0, "segmentation": [[0, 0, 10, 0, 10, 10]]},
+            {"id": 8, "image_id": 11, "iscrowd": 0, "segmentation": [], "bbox": [1, 1, 5, 5]},  # box only
+            {"id": 9, "image_id": 99, "iscrowd": 0, "segmentation": [[0, 0, 1, 0, 1, 1]]},  # no such image
+        ],
+    }
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(coco))
+    square = np.zeros((30, 20), dtype=bool)
+    square[:10, :10] = True
+    expected = {"11#1": polygon_mask, "11#2": rle_mask, "11#5": string_mask, "12#4": square}
+    return root / "annotations" / "instances_val.json", root / "val", expected
+
+
+def test_coco_instances_file_with_its_images_folder(tmp_path):
+    annotations, images, expected = _write_coco(tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        dataset = load_coco_dataset(annotations, images)
+    warned = " ".join(str(warning.message) for warning in caught)
+    assert "1 annotations" in warned and "1 images of instances_val.json are not in" in warned
+    # One sample per non-crowd object, images in file order, then annotations in file order; the crowd one left out.
+    assert dataset.ids == ["11#1", "11#2", "11#5", "11#8", "12#4", "13#6", "14#7"]
+    assert dataset.info["excluded_crowd_objects"] == 1 and dataset.info["kind"] == "coco"
+    assert dataset.info["source"] == str(annotations) and dataset.info["missing_images"] == 1
+    for sample_id, mask in expected.items():
+        sample = dataset[dataset.ids.index(sample_id)]
+        assert sample["mask"].dtype == bool and np.array_equal(sample["mask"], mask), sample_id
+        assert sample["image"].mode == "RGB" and sample["image"].size == mask.shape[::-1]
+    reasons = {
+        "11#8": "segmentation is empty",
+        "13#6": "image c.png of instances_val.json is not in",
+        "14#7": "the image is 40x50 but instances_val.json gives 20x50",
+    }
+    for sample_id, reason in reasons.items():
+        with pytest.raises(SampleError, match=reason) as error:
+            dataset[dataset.ids.index(sample_id)]
+        assert error.value.sample_id == sample_id
+    with pytest.warns(UserWarning, match="belong to no image"):
+        assert load_coco_dataset(annotations, images, max_samples=2).ids == ["11#1", "11#2"]
+
+
+def test_coco_file_errors_name_the_problem(tmp_path):
+    annotations, images, _ = _write_coco(tmp_path)
+    with pytest.raises(FileNotFoundError, match="No COCO annotations file at"):
+        load_coco_dataset(tmp_path / "missing.json", images)
+    with pytest.raises(FileNotFoundError, match="No images folder at"):
+        load_coco_dataset(annotations, tmp_path / "nowhere")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"None of the 4 annotated images .*--images"):
+        load_coco_dataset(annotations, tmp_path / "annotations")  # a folder, but not the images'
+    not_coco = tmp_path / "labels.json"
+    not_coco.write_text(json.dumps({"images": [], "labels": []}))
+    with pytest.raises(ValueError, match=r"not a COCO instances file.*'annotations'.*found \['images', 'labels'\]"):
+        load_coco_dataset(not_coco, images)
+    not_coco.write_text("{not json")
+    with pytest.raises(ValueError, match="is not a JSON file"):
+        load_coco_dataset(not_coco, images)
+    not_coco.write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "iscrowd": 1}]})
+    )
+    with pytest.raises(ValueError, match="no object to use: 1 annotations, 1 of them crowd"):
+        load_coco_dataset(not_coco, images)
 
 
 # --- prompts -----------------------------------------------------------------------------------------------------

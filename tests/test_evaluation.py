@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import BA_OFF, accelerate_launch, randomize_, save_tiny_model, tiny_config_kwargs
+from conftest import BA_OFF, accelerate_launch, randomize_, save_tiny_model, tiny_config_kwargs, write_coco_instances
 from PIL import Image
 from transformers import SamConfig, SamModel
 
@@ -205,6 +205,42 @@ def test_official_protocol_click_and_settings(tiny_model_dir, image_folder, tmp_
         evaluate(tiny_model_dir, str(image_folder), protocol="official", prompt="box")
     with pytest.raises(ValueError, match="Size 60 is not valid"):
         evaluate(tiny_model_dir, str(image_folder), protocol="official", sizes=[60])
+
+
+def test_normalize_maps_is_a_run_of_its_own(tiny_model_dir, image_folder, tmp_path, capsys):
+    settings = dict(sizes=[64], max_samples=2, output_dir=tmp_path / "run")
+    plain = evaluate(tiny_model_dir, str(image_folder), **settings)
+    args = ["evaluate", "--model", tiny_model_dir, "--dataset", str(image_folder), "--sizes", "64", "--max-samples"]
+    assert main(args + ["2", "--normalize-maps", "--output", str(tmp_path / "run")]) == 0
+    assert "maps min-max normalised" in capsys.readouterr().out
+    records = read_records(tmp_path / "run" / "samples.jsonl")
+    assert sorted(len(by_id) for by_id in records.values()) == [2, 2]  # the plain run's records were not reused
+    rescaled = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert rescaled["normalize_maps"] and not plain["normalize_maps"]
+    assert rescaled["results"][0]["metrics"]["mae"] != pytest.approx(plain["results"][0]["metrics"]["mae"], abs=1e-4)
+    computed = []
+    evaluate(tiny_model_dir, str(image_folder), on_records=computed.extend, **settings)
+    assert computed == []  # runs without the option resume from their own records as before
+    with pytest.raises(ValueError, match="official protocol thresholds raw logits"):
+        evaluate(tiny_model_dir, str(image_folder), sizes=[64], protocol="official", normalize_maps=True)
+
+
+def test_cli_evaluates_a_coco_instances_file(tiny_model_dir, tmp_path, capsys):
+    annotations, images = write_coco_instances(tmp_path / "coco")
+    args = ["evaluate", "--model", tiny_model_dir, "--sizes", "64", "--output", str(tmp_path / "out")]
+    assert main(args + ["--coco-annotations", annotations, "--images", images]) == 0
+    assert "| BA-SAM | 64 | 3 | 0 |" in capsys.readouterr().out  # one sample per non-crowd object
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["dataset"] == annotations and summary["dataset_info"]["excluded_crowd_objects"] == 3
+    records = read_records(tmp_path / "out" / "samples.jsonl")
+    assert sorted(next(iter(records.values()))) == ["0#100", "1#101", "2#102"]
+    for extra, message in (
+        ([], "--coco-annotations FILE and --images DIR go together"),
+        (["--images", images, "--preset", "duts"], "--preset do not apply"),
+        (["--images", str(tmp_path)], "None of the 3 annotated images"),
+    ):
+        assert main(args + ["--coco-annotations", annotations] + extra) == 1
+        assert message in capsys.readouterr().err
 
 
 def test_cli_reports_and_errors(tiny_model_dir, image_folder, tmp_path, capsys, monkeypatch):

@@ -117,3 +117,62 @@ def test_s_e_f_agree_with_pysodmetrics(seed):
         assert metrics.s_measure(prob, gt) == pytest.approx(s_ref.sms[0], abs=1e-12)
         assert metrics.mean_e_measure(prob, gt) == pytest.approx(np.mean(e_ref.changeable_ems[0]), abs=1e-12)
         assert metrics.weighted_f_measure(prob, gt) == pytest.approx(f_ref.weighted_fms[0], abs=1e-12)
+
+
+def test_normalize_maps_rescales_each_map_before_every_metric():
+    gt = np.zeros((2, 3), dtype=bool)
+    gt[0, :2] = True
+    prob = np.array([[0.375, 0.25, 0.125], [0.125, 0.125, 0.3125]])  # 0.125 .. 0.375: nothing above 0.5 as given
+    rescaled = np.array([[1.0, 0.5, 0.0], [0.0, 0.0, 0.75]])  # (p - 0.125) / 0.25, by hand (exact in binary)
+    assert metrics.normalize_map(prob) == pytest.approx(rescaled)
+    as_given, normalized = (
+        metrics.segmentation_metrics(prob, gt),
+        metrics.segmentation_metrics(prob, gt, normalize=True),
+    )
+    assert as_given["iou"] == 0.0 and normalized["iou"] == pytest.approx(1 / 3)  # 0.5 threshold on the rescaled map
+    assert normalized["dice"] == pytest.approx(2 / 4)
+    assert normalized["mae"] == pytest.approx((0 + 0.5 + 0 + 0 + 0 + 0.75) / 6)
+    assert normalized == pytest.approx(metrics.segmentation_metrics(rescaled, gt))
+    constant = np.full((2, 3), 0.3)  # max == min: left as it is (the toolkits divide by nothing)
+    assert metrics.segmentation_metrics(constant, gt, normalize=True) == metrics.segmentation_metrics(constant, gt)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_normalize_maps_agrees_with_pysodmetrics_on_saved_maps(seed):
+    """pysodmetrics reads a saved 0-255 map and rescales it (`normalize=True`): the same numbers as ours on that map
+    divided by 255 with `normalize=True`, for all six metrics (IoU and Dice: its binary `pred > 0.5` handlers)."""
+    py_sod_metrics = pytest.importorskip("py_sod_metrics")
+    gt, predictions = _random_maps(seed)
+    rng = np.random.default_rng(seed)
+    for prob in predictions:
+        low, high = sorted(rng.uniform(0.1, 0.9, size=2))
+        saved = np.round((low + (high - low) * prob) * 255).astype(np.uint8)  # a map not spanning 0 .. 255
+        gt_image = gt.astype(np.uint8) * 255
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            references = {
+                "mae": py_sod_metrics.MAE(),
+                "s_measure": py_sod_metrics.Smeasure(),
+                "mean_e_measure": py_sod_metrics.Emeasure(),
+                "weighted_f_measure": py_sod_metrics.WeightedFmeasure(),
+                "binary": py_sod_metrics.FmeasureV2(
+                    {
+                        "iou": py_sod_metrics.IOUHandler(False, False, with_binary=True),
+                        "dice": py_sod_metrics.DICEHandler(False, False, with_binary=True),
+                    }
+                ),
+            }
+            for reference in references.values():
+                reference.step(saved, gt_image, normalize=True)
+        binary = references["binary"].get_results()
+        expected = {
+            "iou": binary["iou"]["binary"],
+            "dice": binary["dice"]["binary"],
+            "mae": references["mae"].get_results()["mae"],
+            "s_measure": references["s_measure"].get_results()["sm"],
+            "mean_e_measure": references["mean_e_measure"].get_results()["em"]["curve"].mean(),
+            "weighted_f_measure": references["weighted_f_measure"].get_results()["wfm"],
+        }
+        ours = metrics.segmentation_metrics(saved / 255, gt, normalize=True)
+        assert ours == pytest.approx(expected, abs=1e-12)
+        assert ours != pytest.approx(metrics.segmentation_metrics(saved / 255, gt), abs=1e-3)  # the option matters

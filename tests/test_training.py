@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import accelerate_launch, save_tiny_model, tiny_config_kwargs
+from conftest import accelerate_launch, save_tiny_model, tiny_config_kwargs, write_coco_instances
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
@@ -422,6 +422,16 @@ def test_cli_finetune_resumes_and_pushes_to_a_fake_hub(model_dir, train_data, tm
     assert repo_id == "user/tiny" and create_kwargs["exist_ok"] and not create_kwargs["private"]
     assert upload["folder_path"] == str(output / "final")  # no validation: no best/, the final model is pushed
     assert "README.md" in upload["allow_patterns"] and "modeling_basam.py" in upload["allow_patterns"]
+
+
+def test_cli_finetunes_on_a_coco_instances_file(model_dir, tmp_path, capsys):
+    annotations, images = write_coco_instances(tmp_path / "coco")
+    output = tmp_path / "coco_run"
+    args = ["finetune", "--model", model_dir, "--coco-annotations", annotations, "--images", images]
+    assert main(args + ["--prompt", "box", "--max-steps", "1", "--save-steps", "1", "--output", str(output)]) == 0
+    assert "Trained 1 steps" in capsys.readouterr().out
+    settings = json.loads((latest_checkpoint(output) / "trainer_state.json").read_text())["settings"]
+    assert settings["dataset"] == annotations
 
 
 @pytest.mark.parametrize("disable", [False, True])

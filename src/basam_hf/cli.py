@@ -58,6 +58,33 @@ def _convert_official(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_coco_options(parser: argparse.ArgumentParser) -> None:
+    """`--coco-annotations FILE --images DIR`: a COCO instances file and its images folder as the dataset."""
+    parser.add_argument(
+        "--coco-annotations",
+        default=None,
+        metavar="FILE",
+        help="COCO instances JSON (official layout; CVAT, Label Studio, Roboflow exports): one sample per non-crowd "
+        "object, instead of --dataset",
+    )
+    parser.add_argument("--images", default=None, metavar="DIR", help="the images folder of --coco-annotations")
+
+
+def _dataset_argument(args: argparse.Namespace):
+    """`--dataset`, or the `SegmentationDataset` of `--coco-annotations FILE --images DIR`."""
+    if args.coco_annotations is None and args.images is None:
+        return args.dataset
+    if args.coco_annotations is None or args.images is None:
+        raise ValueError("--coco-annotations FILE and --images DIR go together (a COCO instances file, its images).")
+    options = ("dataset", "preset", "image_column", "mask_column", "annotations_column")
+    given = ["--" + name.replace("_", "-") for name in options if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"--coco-annotations gives the dataset: {', '.join(given)} do not apply.")
+    from .data import load_coco_dataset
+
+    return load_coco_dataset(args.coco_annotations, args.images)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate, make_accelerator, markdown_table
 
@@ -65,7 +92,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         summary = evaluate(
             args.model,
-            args.dataset,
+            _dataset_argument(args),
             split=args.split,
             preset=args.preset,
             image_column=args.image_column,
@@ -81,6 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             seed=args.seed,
             jitter=args.jitter,
             negatives=args.negatives,
+            normalize_maps=args.normalize_maps,
             accelerator=accelerator,
         )
     except (OSError, ValueError) as error:  # bad model / dataset / column / size: the message says which
@@ -106,7 +134,7 @@ def add_evaluate_command(commands) -> None:
     evaluate.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
     evaluate.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")
     evaluate.add_argument("--split", default=None, help="dataset split (default: the preset's, or the only one)")
-    evaluate.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k isic2016 isic2018 coco2017")
+    evaluate.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k(-train) isic2016 isic2018")
     evaluate.add_argument("--image-column", default=None)
     evaluate.add_argument("--mask-column", default=None)
     evaluate.add_argument("--annotations-column", default=None, help="COCO-style objects column")
@@ -120,7 +148,13 @@ def add_evaluate_command(commands) -> None:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the prompts (per sample, process-independent)")
     evaluate.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
     evaluate.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
+    evaluate.add_argument(
+        "--normalize-maps",
+        action="store_true",
+        help="min-max rescale each probability map before the standard metrics, as the SOD toolkits read saved maps",
+    )
     evaluate.add_argument("--cpu", action="store_true", help="run on CPU even if an accelerator is available")
+    add_coco_options(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
 
@@ -178,7 +212,7 @@ def _finetune(args: argparse.Namespace) -> int:
     try:
         result = finetune(
             args.model,
-            args.dataset,
+            _dataset_argument(args),
             output_dir=args.output,
             split=args.split,
             preset=args.preset,
@@ -258,7 +292,7 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--model", default="default", help="BA-SAM or SAM repo id / folder, or `default`")
     finetune.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")
     finetune.add_argument("--split", default="train", help="training split (default: %(default)s)")
-    finetune.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k isic2016 isic2018 coco2017")
+    finetune.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k(-train) isic2016 isic2018")
     finetune.add_argument("--image-column", default=None)
     finetune.add_argument("--mask-column", default=None)
     finetune.add_argument("--annotations-column", default=None, help="COCO-style objects column")
@@ -311,6 +345,7 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--cpu", action="store_true", help="train on CPU even if an accelerator is available")
     finetune.add_argument("--output", required=True, help="output folder")
     add_ba_options(finetune)
+    add_coco_options(finetune)
     finetune.set_defaults(func=_finetune)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers.models.sam.configuration_sam import SamMaskDecoderConfig
 
 from .bias import attention_scale_factor
 from .configuration_basam import BaSamConfig
@@ -143,19 +144,31 @@ OFFICIAL_KEY_RULES = (
     ),
     (r"\.norm_final_attn\.", ".layer_norm_final_attn."),
     _renamed_entries("output_upscaling", {"0": "upscale_conv1", "1": "upscale_layer_norm", "3": "upscale_conv2"}),
-    # SAM's 3-layer MLP heads: layers.0/1/2 -> proj_in/layers.0/proj_out
-    (
-        r"(iou_prediction_head|output_hypernetworks_mlps\.\d+)\.layers\.([0-2])\.",
-        lambda match: f"{match[1]}.{('proj_in', 'layers.0', 'proj_out')[int(match[2])]}.",
-    ),
 )
+# SAM's MLP heads: official layers.0, 1, ..., depth - 1 are proj_in, layers.0, ..., layers.{depth - 3}, proj_out in
+# transformers. The hypernetwork MLPs have 3 layers; the IoU head has `iou_head_depth` (3 in SAM).
+OFFICIAL_MLP_LAYER = re.compile(r"(iou_prediction_head|output_hypernetworks_mlps\.\d+)\.layers\.(\d+)\.")
 
 
-def official_to_hf_key(key: str) -> str:
+def official_to_hf_key(key: str, iou_head_depth: int = 3) -> str:
     """The transformers (BA-SAM) name of an official / segment-anything state-dict key."""
     for pattern, replacement in OFFICIAL_KEY_RULES:
         key = re.sub(pattern, replacement, key, count=1)
-    return key
+
+    def mlp_layer(match: re.Match) -> str:
+        depth, index = iou_head_depth if match[1] == "iou_prediction_head" else 3, int(match[2])
+        if index >= depth:
+            return match[0]  # no such layer: the key stays unused and is reported
+        name = "proj_in" if index == 0 else "proj_out" if index == depth - 1 else f"layers.{index - 1}"
+        return f"{match[1]}.{name}."
+
+    return OFFICIAL_MLP_LAYER.sub(mlp_layer, key, count=1)
+
+
+def _count_entries(weights: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """How many entries `{prefix}.{i}.` an `nn.Sequential` / `nn.ModuleList` of the state dict has (0 if none)."""
+    pattern = re.compile(rf"{re.escape(prefix)}\.(\d+)\.")
+    return 1 + max((int(match[1]) for key in weights if (match := pattern.match(key))), default=-1)
 
 
 def load_official_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -209,8 +222,11 @@ def official_config(
     drop_rel_pos: bool = False,
     attention_scaling: str = "official",
 ) -> BaSamConfig:
-    """The [`BaSamConfig`] of an official BA-SAM state dict: image-encoder dimensions from the weights, a coefficient
-    in every layer, SAM's prompt encoder and mask decoder. See [`convert_official_checkpoint`] for the arguments."""
+    """The [`BaSamConfig`] of an official BA-SAM state dict: a coefficient in every layer, and every width from the
+    weights: the image encoder's, and those of the prompt encoder and mask decoder, which follow the encoder's output
+    width (`out_chans`, the neck's); the decoder's MLP, IoU-head and mask-embedding widths, its depth and its number
+    of mask tokens are read from their weights too. Only the decoder's attention heads are not in the weights: SAM's
+    8. See [`convert_official_checkpoint`] for the arguments."""
     encoder = "image_encoder."
     required = [f"{encoder}{name}.weight" for name in ("patch_embed.proj", "blocks.0.mlp.lin1", "neck.0")]
     if any(key not in weights for key in required):
@@ -220,7 +236,7 @@ def official_config(
         )
     patch_embed = weights[required[0]]
     hidden_size, num_channels, patch_size = patch_embed.shape[0], patch_embed.shape[1], patch_embed.shape[-1]
-    depth = 1 + max(int(match[1]) for key in weights if (match := re.match(rf"{encoder}blocks\.(\d+)\.", key)))
+    depth = _count_entries(weights, f"{encoder}blocks")
     tables = {i: weights.get(f"{encoder}blocks.{i}.attn.rel_pos_h") for i in range(depth)}
     tables = {i: table for i, table in tables.items() if table is not None}
     rows = {i: table.shape[0] for i, table in tables.items()}
@@ -261,12 +277,14 @@ def official_config(
             raise ValueError(
                 f"Cannot tell the number of attention heads of hidden size {hidden_size}: pass num_attention_heads."
             )
+    width = weights[f"{encoder}neck.0.weight"].shape[0]  # out_chans: the image embedding, prompts, mask decoder
     vision_config = {
         "hidden_size": hidden_size,
         "num_hidden_layers": depth,
         "num_attention_heads": num_attention_heads,
         "mlp_dim": weights[f"{encoder}blocks.0.mlp.lin1.weight"].shape[0],
-        "output_channels": weights[f"{encoder}neck.0.weight"].shape[0],
+        "output_channels": width,
+        "num_pos_feats": _dim(weights, "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", 1, width // 2),
         "num_channels": num_channels,
         "patch_size": patch_size,
         "image_size": image_size,
@@ -281,9 +299,48 @@ def official_config(
         "attention_scaling": attention_scaling,
         "pretrain_image_size": OFFICIAL_PRETRAIN_IMAGE_SIZE,
     }
+    prompt_encoder_config = {
+        "hidden_size": width,
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "mask_input_channels": _dim(weights, "prompt_encoder.mask_downscaling.3.weight", 0, 16),
+        "num_point_embeddings": _count_entries(weights, "prompt_encoder.point_embeddings") or 4,
+    }
     return BaSamConfig(
-        vision_config=vision_config, prompt_encoder_config={"image_size": image_size, "patch_size": patch_size}
+        vision_config=vision_config,
+        prompt_encoder_config=prompt_encoder_config,
+        mask_decoder_config=_official_mask_decoder_config(weights, width),
     )
+
+
+def _dim(weights: Mapping[str, torch.Tensor], key: str, dim: int, default: int) -> int:
+    """Size of dimension `dim` of a weight; `default` when the checkpoint lacks the weight (it is then reported as
+    missing when loading)."""
+    return weights[key].shape[dim] if key in weights else default
+
+
+def _official_mask_decoder_config(weights: Mapping[str, torch.Tensor], width: int) -> dict:
+    """SAM's mask decoder of width `width` with the depth, MLP, IoU-head and mask-token sizes of the weights."""
+    decoder = "mask_decoder."
+    cross_width = _dim(
+        weights, f"{decoder}transformer.layers.0.cross_attn_token_to_image.q_proj.weight", 0, width // 2
+    )
+    heads = SamMaskDecoderConfig.num_attention_heads  # SAM's 8: not in the weights
+    if width % heads or cross_width % heads or width % cross_width:
+        raise ValueError(
+            f"The mask decoder's attention widths ({width}, cross-attention {cross_width}) do not fit SAM's {heads} "
+            "heads with a whole downsampling rate: not a segment-anything mask decoder."
+        )
+    return {
+        "hidden_size": width,
+        "mlp_dim": _dim(weights, f"{decoder}transformer.layers.0.mlp.lin1.weight", 0, 8 * width),
+        "num_hidden_layers": _count_entries(weights, f"{decoder}transformer.layers") or 2,
+        "num_attention_heads": heads,
+        "attention_downsample_rate": width // cross_width,
+        "num_multimask_outputs": _dim(weights, f"{decoder}mask_tokens.weight", 0, 4) - 1,
+        "iou_head_hidden_dim": _dim(weights, f"{decoder}iou_prediction_head.layers.0.weight", 0, width),
+        "iou_head_depth": _count_entries(weights, f"{decoder}iou_prediction_head.layers") or 3,
+    }
 
 
 def convert_official_checkpoint(
@@ -347,7 +404,7 @@ def _load_official_weights(model: BaSamModel, weights: dict, source, drop_rel_po
     expected = model.state_dict()
     state, unused = {}, []
     for key, value in weights.items():
-        name = official_to_hf_key(key)
+        name = official_to_hf_key(key, model.config.mask_decoder_config.iou_head_depth)
         if name in expected and name not in state:
             state[name] = value
         else:

@@ -14,14 +14,16 @@ Conversions (documented in the README):
   16-bit, `> 0.5` for float masks in [0, 1] (`> 127.5` when their maximum exceeds 1); mode `1` and bool masks: any
   nonzero pixel. Palette (`P`) masks are label images: any nonzero index is object. RGB(A) masks are converted to
   luminance (`L`) first.
-- COCO-style annotations (a column holding a list of objects, or a dict of per-object lists) give one sample per
-  non-crowd object; segmentations may be polygons or RLE (uncompressed counts or the compressed COCO string), decoded
-  here without pycocotools. Polygons are rasterised by pixel centres (a pixel is inside when its centre is), which
-  can differ from pycocotools at boundary pixels.
+- COCO-style annotations (a column holding a list of objects, or a dict of per-object lists; or a COCO instances
+  file with its images folder, [`load_coco_dataset`]) give one sample per non-crowd object; segmentations may be
+  polygons or RLE (uncompressed counts or the compressed COCO string), decoded here without pycocotools. Polygons are
+  rasterised by pixel centres (a pixel is inside when its centre is), which can differ from pycocotools at boundary
+  pixels.
 """
 
 import hashlib
 import io
+import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -59,23 +61,27 @@ class SampleError(ValueError):
 class DatasetPreset:
     """Where a paper dataset lives on the Hub and how its columns map to image / mask / objects.
 
-    `verified=False` marks facts taken from dataset cards only; the columns are checked on every load and a mismatch
-    raises an error that names the preset, the expected and the available columns.
+    `verified` names the facts read from the dataset's card or viewer (`"splits"`, `"columns"`); the others are
+    expectations. A `default_split` of `None` means the card gives no splits: the only split is used, else `--split`
+    is asked for with the splits found. Columns are checked on every load either way, and a mismatch raises an error
+    that names the preset, the expected and the available columns; a `mask_column` of `None` means the card names
+    none: the first `Image` column among [`MASK_COLUMN_CANDIDATES`] is used, and the error lists the columns found.
     """
 
     name: str
     hub_id: str
-    default_split: str
+    default_split: str | None
     splits: tuple[str, ...]
     image_column: str = "image"
     mask_column: str | None = "mask"
     annotations_column: str | None = None
     id_column: str | None = None
-    verified: bool = False
+    verified: tuple[str, ...] = ()
     license: str | None = None
     notes: str = ""
 
 
+# Facts from the datasets' cards and viewer pages (checked 2026-12), see the README's dataset table.
 PRESETS: dict[str, DatasetPreset] = {
     preset.name: preset
     for preset in (
@@ -84,32 +90,49 @@ PRESETS: dict[str, DatasetPreset] = {
             "nobg/DUTS",
             "test",
             ("train", "test"),
+            verified=("splits", "columns"),
             license="cc-by-nc-4.0",
-            notes="DUTS-TR 10,553 / DUTS-TE 5,019 images (salient objects); the paper evaluates on DUTS-TE.",
+            notes="DUTS-TR 10,553 / DUTS-TE 5,019 images (salient objects); the paper evaluates on DUTS-TE. Masks are "
+            "single-channel binary; their value range (0/1 or 0/255) is not on the card (both are read).",
         ),
         DatasetPreset(
             "cod10k",
             "nobg/COD10K",
             "test",
             ("train", "test"),
-            notes="3,040 train / 2,026 test camouflaged-object images, masks mode L, widths 220-3,910 px.",
+            verified=("splits", "columns"),
+            notes="COD10K only (CAMO and CHAMELEON removed): 3,040 train / 2,026 test camouflaged-object images, "
+            "masks mode L.",
         ),
         DatasetPreset(
             "dis5k",
             "nobg/DIS5K",
-            "test",
-            ("train", "validation", "test"),
+            None,
+            (),
+            mask_column=None,
             license="apache-2.0",
-            notes="Split names unverified (DIS-TR, DIS-VD, DIS-TE1..4 expected); the official code evaluates on "
-            "DIS-TE3. Columns likely image/mask.",
+            notes="The card gives no splits and no columns (it lists Document, Image and Text modalities: expect extra "
+            "columns); no Hub copy with the DIS-VD / DIS-TE1..4 splits was found (the official code evaluates on "
+            "DIS-TE3). An alternative with known splits and columns, for training: preset dis5k-train "
+            "(unography/DIS5K-train).",
+        ),
+        DatasetPreset(
+            "dis5k-train",
+            "unography/DIS5K-train",
+            "train",
+            ("train",),
+            verified=("splits", "columns"),
+            notes="DIS5K training images only: one train split of 4,990 rows, no validation or test split.",
         ),
         DatasetPreset(
             "isic2016",
             "MedOtter/ISIC2016",
-            "test",
-            ("train", "test"),
+            None,
+            (),
             id_column="image_id",
-            notes="Splits unverified (900 train / 379 test expected); masks 0/255; also has in_isic2018_train.",
+            verified=("columns",),
+            notes="The card gives no splits (the challenge's are 900 train / 379 test); images 576 to 4,290 px wide; "
+            "also has a bool in_isic2018_train. MedOtter/ISIC2017 and MedOtter/ISIC2018 have the same layout.",
         ),
         DatasetPreset(
             "isic2018",
@@ -117,19 +140,17 @@ PRESETS: dict[str, DatasetPreset] = {
             "test",
             ("train", "validation", "test"),
             mask_column="label",
-            notes="2,594 train / 100 validation / 1,000 test skin-lesion images; the mask column is `label`.",
-        ),
-        DatasetPreset(
-            "coco2017",
-            "NaiveDev/coco-2017-instance",
-            "validation",
-            ("train", "validation", "test"),
-            mask_column=None,
-            annotations_column="objects",
-            notes="Images plus an `objects` column (schema unverified); one sample per non-crowd object, RLE or "
-            "polygon segmentations. ClownRat/COCO2017 has RLE masks but only image paths, so it is not usable alone.",
+            verified=("splits", "columns"),
+            notes="2,594 train / 100 validation / 1,000 test skin-lesion images; the mask is the `label` Image column "
+            "(not a class label). 13.9 GB download.",
         ),
     )
+}
+# Presets that were removed, with what to use instead.
+REMOVED_PRESETS = {
+    "coco2017": "No Hub copy of COCO 2017 has both the images and per-object masks (NaiveDev/coco-2017-instance has "
+    "boxes and categories only). Download the official val2017 images and annotations and use --coco-annotations "
+    "annotations/instances_val2017.json --images val2017/ (Python: load_coco_dataset).",
 }
 
 
@@ -250,6 +271,8 @@ def _get_preset(name: str | None) -> DatasetPreset | None:
     try:
         return PRESETS[name.lower()]
     except KeyError:
+        if name.lower() in REMOVED_PRESETS:
+            raise ValueError(f"The {name} preset was removed: {REMOVED_PRESETS[name.lower()]}") from None
         raise ValueError(f"Unknown dataset preset {name!r}; available: {', '.join(PRESETS)}.") from None
 
 
@@ -383,7 +406,8 @@ def _resolve_columns(
         mask_column = image_features[0]
     for role, name in (("image", image_column), ("mask", mask_column), ("annotations", annotations_column)):
         if name is not None and name not in available:
-            origin = f"preset {preset.name!r}{'' if preset.verified else ' (unverified)'} expects" if preset else "the"
+            unverified = " (unverified)" if preset and "columns" not in preset.verified else ""
+            origin = f"preset {preset.name!r}{unverified} expects" if preset else "the"
             raise ValueError(
                 f"Column {name!r} ({origin} {role} column) is not in dataset {source} (split {split}); available "
                 f"columns: {available}. Pass --{role}-column NAME (`{role}_column=` in Python) to map it."
@@ -423,12 +447,11 @@ def _hf_segmentation_dataset(dataset, columns: _Columns, max_samples: int | None
     ids, excluded_crowd = [], 0
     for row_index, value in enumerate(dataset[columns.annotations]):
         for object_index, obj in enumerate(coco_objects(value)):
-            if any(bool(obj.get(key)) for key in CROWD_KEYS):
-                excluded_crowd += 1  # a crowd region is not one object: no prompt describes it
+            if _is_crowd(obj):
+                excluded_crowd += 1
                 continue
-            object_id = next((obj[key] for key in OBJECT_ID_KEYS if obj.get(key) is not None), object_index)
             objects.append((row_index, object_index))
-            ids.append(f"{row_ids[row_index]}#{object_id}")
+            ids.append(f"{row_ids[row_index]}#{_object_id(obj, object_index)}")
         if max_samples is not None and len(ids) >= max_samples:
             break
     objects, ids = objects[:max_samples], ids[:max_samples]
@@ -591,6 +614,16 @@ def coco_objects(value: Any) -> list[dict]:
     return [dict(obj) for obj in value]
 
 
+def _is_crowd(obj: dict) -> bool:
+    """Whether a COCO object is a crowd region (`iscrowd`): not one object, so no prompt describes it."""
+    return any(bool(obj.get(key)) for key in CROWD_KEYS)
+
+
+def _object_id(obj: dict, default: int) -> Any:
+    """The object's own id (`id`, ...), else `default` (its position)."""
+    return next((obj[key] for key in OBJECT_ID_KEYS if obj.get(key) is not None), default)
+
+
 def _object_mask(obj: dict, height: int, width: int, sample_id: str) -> np.ndarray:
     key = next((key for key in SEGMENTATION_KEYS if obj.get(key) is not None), None)
     if key is None:
@@ -598,6 +631,8 @@ def _object_mask(obj: dict, height: int, width: int, sample_id: str) -> np.ndarr
             sample_id, f"the object has no segmentation (looked for {SEGMENTATION_KEYS}); keys: {list(obj)}"
         )
     segmentation = obj[key]
+    if isinstance(segmentation, (list, tuple)) and not segmentation:
+        raise SampleError(sample_id, f"the object's {key} is empty (a box-only annotation?)")
     try:
         if isinstance(segmentation, dict) and "counts" in segmentation:
             mask = rle_decode(segmentation)
@@ -614,6 +649,121 @@ def _object_mask(obj: dict, height: int, width: int, sample_id: str) -> np.ndarr
             sample_id, f"segmentation size {mask.shape[0]}x{mask.shape[1]} differs from image size {height}x{width}"
         )
     return mask
+
+
+def load_coco_dataset(
+    annotations: str | os.PathLike, images: str | os.PathLike, *, max_samples: int | None = None
+) -> SegmentationDataset:
+    """One sample per non-crowd object of a COCO instances file and its images folder.
+
+    This is the official COCO layout (`annotations/instances_val2017.json` with `val2017/`) and what CVAT, Label
+    Studio and Roboflow export as COCO. Every entry of the file's `annotations` becomes a sample with the mask of its
+    `segmentation`: polygons, RLE with an uncompressed `counts` list, or COCO's compressed `counts` string. Samples
+    are named `"{image id}#{annotation id}"` and come in the order of the file's `images`, then of its annotations.
+    `iscrowd` objects are left out (a crowd region is not one object) and counted in `info["excluded_crowd_objects"]`.
+    An image is `images / file_name`, else the file of that name directly in `images` (exports whose `file_name`
+    keeps a folder of their own).
+
+    A sample that cannot be used raises [`SampleError`] when read, as every source of this module does: an image
+    missing from the folder or unreadable, an image of another size than the file gives, an object without a
+    segmentation.
+
+    Args:
+        annotations: the COCO instances JSON file.
+        images: the folder holding its images.
+        max_samples: keep the first `max_samples` samples.
+
+    Raises:
+        FileNotFoundError: no such file or folder.
+        ValueError: not a COCO instances file (no `images` / `annotations` lists, entries without ids), or none of its
+            annotated images is in the folder.
+    """
+    path, folder = Path(annotations), Path(images)
+    if not path.is_file():
+        raise FileNotFoundError(f"No COCO annotations file at {path}.")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No images folder at {folder}.")
+    if max_samples is not None and max_samples <= 0:
+        raise ValueError(f"max_samples must be positive, got {max_samples}.")
+    try:
+        content = json.loads(path.read_bytes())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not a JSON file ({error}).") from error
+    if not isinstance(content, dict) or not all(
+        isinstance(content.get(key), list) for key in ("images", "annotations")
+    ):
+        found = sorted(content) if isinstance(content, dict) else f"a JSON {type(content).__name__}"
+        raise ValueError(
+            f"{path} is not a COCO instances file: it needs 'images' and 'annotations' lists; found {found}."
+        )
+    entries = {}
+    for entry in content["images"]:
+        if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
+            raise ValueError(f"{path}: an entry of 'images' has no 'id' or 'file_name': {str(entry)[:120]}")
+        entries[entry["id"]] = entry
+    objects: dict[Any, list[dict]] = {image_id: [] for image_id in entries}
+    excluded_crowd, orphans = 0, 0
+    for obj in content["annotations"]:
+        if not isinstance(obj, dict) or obj.get("image_id") not in objects:
+            orphans += 1
+        elif _is_crowd(obj):
+            excluded_crowd += 1
+        else:
+            objects[obj["image_id"]].append(obj)
+    if orphans:
+        warnings.warn(f"{orphans} annotations in {path} belong to no image of its 'images' list and are ignored.")
+    samples = [(entries[image_id], obj) for image_id, image_objects in objects.items() for obj in image_objects]
+    if not samples:
+        raise ValueError(
+            f"{path} has no object to use: {len(content['annotations'])} annotations, {excluded_crowd} of them crowd "
+            "regions (left out)."
+        )
+    ids = [f"{entry['id']}#{_object_id(obj, index)}" for index, (entry, obj) in enumerate(samples)]
+    samples, ids = samples[:max_samples], ids[:max_samples]
+
+    def locate(file_name: str) -> Path | None:
+        for candidate in (folder / file_name, folder / Path(file_name).name):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    files = {entry["id"]: locate(str(entry["file_name"])) for entry, _ in samples}
+    missing = sorted(str(entries[image_id]["file_name"]) for image_id, file in files.items() if file is None)
+    if files and len(missing) == len(files):
+        raise ValueError(
+            f"None of the {len(files)} annotated images of {path.name} is in {folder} (e.g. {missing[0]}): give the "
+            "folder that holds them (--images)."
+        )
+    if missing:
+        warnings.warn(
+            f"{len(missing)} images of {path.name} are not in {folder}; their objects are skipped: {missing[:5]}"
+        )
+
+    def read(index: int) -> dict:
+        sample_id, (entry, obj) = ids[index], samples[index]
+        file = files[entry["id"]]
+        if file is None:
+            raise SampleError(sample_id, f"image {entry['file_name']} of {path.name} is not in {folder}")
+        image = _open_image(file, sample_id, "image")
+        listed = (entry.get("height"), entry.get("width"))
+        if None not in listed and tuple(map(int, listed)) != (image.height, image.width):
+            raise SampleError(
+                sample_id,
+                f"the image is {image.height}x{image.width} but {path.name} gives {listed[0]}x{listed[1]} (height x "
+                "width)",
+            )
+        return _make_sample(sample_id, image, _object_mask(obj, image.height, image.width, sample_id))
+
+    info = {
+        "kind": "coco",
+        "source": str(path),
+        "split": None,
+        "images": str(folder),
+        "num_samples": len(ids),
+        "excluded_crowd_objects": excluded_crowd,
+        "missing_images": len(missing),
+    }
+    return SegmentationDataset(ids, read, info)
 
 
 def rle_decode(rle: dict) -> np.ndarray:
@@ -822,6 +972,7 @@ __all__ = [
     "deep_pixel",
     "interior_point",
     "iter_samples",
+    "load_coco_dataset",
     "load_segmentation_dataset",
     "mask_box",
     "parse_prompt",

@@ -9,7 +9,9 @@ Protocols:
 - `standard`: the model's processor resizes the longest edge to the size and pads (aspect preserved); prompts from the
   ground truth mapped to the input; sigmoid probabilities brought back to the original image size; the metrics of
   [`basam_hf.metrics.segmentation_metrics`]. A single `point` uses SAM's multimask output and keeps the mask with the
-  highest predicted IoU (SAM's way of resolving an ambiguous click); boxes and several points give one mask.
+  highest predicted IoU (SAM's way of resolving an ambiguous click); boxes and several points give one mask. With
+  `normalize_maps`, each probability map is min-max rescaled before all six metrics, as the SOD toolkits do with
+  saved maps ([`basam_hf.metrics.normalize_map`]).
 - `official`: mirrors the official BA-SAM evaluation (`function.py` / `utils.py` / `dataset.py`): image squashed to
   size x size (bilinear), ImageNet normalisation (the processor's mean / std), one random positive click among the
   mask pixels that stay 255 after resizing the 0/255 mask to size x size (PIL's default bicubic), one mask
@@ -185,7 +187,15 @@ def _jsonable(prompt: dict[str, np.ndarray]) -> dict:
 
 @torch.no_grad()
 def predict_standard(
-    model, processor, samples: Sequence[dict], size: int, prompt: str, seed: int, jitter: float, negatives: int
+    model,
+    processor,
+    samples: Sequence[dict],
+    size: int,
+    prompt: str,
+    seed: int,
+    jitter: float,
+    negatives: int,
+    normalize_maps: bool = False,
 ) -> list[dict]:
     """Records (metrics or skip reason) for loaded samples under the standard protocol, in order."""
     records: dict[str, dict] = {}
@@ -199,18 +209,22 @@ def predict_standard(
         ready.append((sample, prompts))
     if ready:
         try:
-            records.update(_predict_standard_batch(model, processor, ready, size, prompt))
+            records.update(_predict_standard_batch(model, processor, ready, size, prompt, normalize_maps))
         except ValueError:
             # One bad sample (e.g. an image smaller than a patch) must not cost the batch: retry one by one.
             for sample, prompts in ready:
                 try:
-                    records.update(_predict_standard_batch(model, processor, [(sample, prompts)], size, prompt))
+                    records.update(
+                        _predict_standard_batch(model, processor, [(sample, prompts)], size, prompt, normalize_maps)
+                    )
                 except ValueError as error:
                     records[sample["id"]] = _skip(sample["id"], f"cannot be processed at size {size}: {error}")
     return [records[sample["id"]] for sample in samples]
 
 
-def _predict_standard_batch(model, processor, ready, size: int, prompt: str) -> dict[str, dict]:
+def _predict_standard_batch(
+    model, processor, ready, size: int, prompt: str, normalize_maps: bool = False
+) -> dict[str, dict]:
     kind, _ = parse_prompt(prompt)
     images = [sample["image"] for sample, _ in ready]
     prompt_kwargs = {}
@@ -239,7 +253,8 @@ def _predict_standard_batch(model, processor, ready, size: int, prompt: str) -> 
     records = {}
     for (sample, prompts), sample_logits in zip(ready, logits):
         prob = torch.sigmoid(sample_logits[0]).numpy()
-        records[sample["id"]] = _ok(sample["id"], segmentation_metrics(prob, sample["mask"]), _jsonable(prompts))
+        metrics = segmentation_metrics(prob, sample["mask"], normalize=normalize_maps)
+        records[sample["id"]] = _ok(sample["id"], metrics, _jsonable(prompts))
     return records
 
 
@@ -307,7 +322,15 @@ def _predictor(model, processor, run: dict) -> Callable[[list[dict]], list[dict]
             predicted = predict_official(model, processor, loaded, run["size"], run["seed"])
         else:
             predicted = predict_standard(
-                model, processor, loaded, run["size"], run["prompt"], run["seed"], run["jitter"], run["negatives"]
+                model,
+                processor,
+                loaded,
+                run["size"],
+                run["prompt"],
+                run["seed"],
+                run["jitter"],
+                run["negatives"],
+                run.get("normalize_maps", False),
             )
         by_id = {record["id"]: record for record in predicted}
         return [by_id.get(sample["id"], sample) for sample in batch]
@@ -380,6 +403,7 @@ def evaluate(
     annotations_column: str | None = None,
     jitter: float = 0.0,
     negatives: int = 0,
+    normalize_maps: bool = False,
     on_records: Callable[[list[dict]], None] | None = None,
     label: str | None = None,
 ) -> dict:
@@ -401,6 +425,9 @@ def evaluate(
         seed: prompts are drawn from a generator seeded by (seed, sample id), identical in any process layout.
         accelerator: an `accelerate.Accelerator` (default: [`make_accelerator`], configured by the launcher).
         jitter, negatives: see [`basam_hf.data.prompts_from_mask`].
+        normalize_maps: min-max rescale each probability map before the `standard` metrics (all six), as the SOD
+            toolkits read saved maps, for numbers comparable with papers that evaluated saved maps (see
+            [`basam_hf.metrics`]). Off by default; not for `official`, which thresholds raw logits.
         on_records: called on every process with each batch's gathered new records (progress reporting, tests).
         label: the model's name in progress bars (default: BA-SAM, and SAM for the `compare_sam` copy).
     """
@@ -410,6 +437,11 @@ def evaluate(
     if protocol == "official":
         if prompt not in (None, "point", OFFICIAL_PROMPT) or jitter or negatives:
             raise ValueError("The official protocol uses its own single random positive click; leave prompt unset.")
+        if normalize_maps:
+            raise ValueError(
+                "normalize_maps applies to the standard protocol's probability maps; the official protocol "
+                "thresholds raw logits."
+            )
         prompt = OFFICIAL_PROMPT
     else:
         prompt = prompt or "box"
@@ -470,6 +502,8 @@ def evaluate(
                 "jitter": jitter,
                 "negatives": negatives,
             }
+            if normalize_maps:  # only when set: records of earlier runs keep their key and resume
+                run["normalize_maps"] = True
             done = dict(previous.get(_run_key(run), {}))
             remaining = [index for index, sample_id in enumerate(dataset.ids) if sample_id not in done]
             if remaining:
@@ -501,6 +535,7 @@ def evaluate(
         seed=seed,
         jitter=jitter,
         negatives=negatives,
+        normalize_maps=normalize_maps,
         dataset_info=dataset.info,
     )
     if output_path is not None and accelerator.is_main_process:
@@ -580,7 +615,8 @@ def markdown_table(summary: dict) -> str:
     arrows = [f"{name} {'↓' if name in LOWER_IS_BETTER else '↑'}" for name in names]
     lines = [
         f"Model `{summary['model']}` on `{summary['dataset']}`{_split_text(summary)}, prompt `{summary['prompt']}`, "
-        f"protocol `{summary['protocol']}`, seed {summary['seed']}.",
+        f"protocol `{summary['protocol']}`, seed {summary['seed']}"
+        f"{', maps min-max normalised' if summary.get('normalize_maps') else ''}.",
         "",
         "| model | size | evaluated | skipped | " + " | ".join(arrows) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(names),

@@ -15,8 +15,13 @@ one exists):
   scores N / (N - 1), slightly above 1. Empty GT -> fraction of predicted background; full GT -> fraction of
   predicted foreground.
 - Weighted F-measure (Margolin et al. 2014, beta^2 = 1): empty GT -> 0.0 (the toolkits' convention).
-- Maps are used as given: no min-max rescaling of `prob` (toolkits rescale saved 8-bit maps; a probability already
-  is in [0, 1]).
+- Maps are used as given by default: no min-max rescaling of `prob` (a probability already is in [0, 1]). The SOD
+  toolkits evaluate saved 8-bit maps and rescale each one to its own range first, `(p - min) / (max - min)` when
+  `max > min` (pysodmetrics' `prepare_data`, MATLAB's `mapminmax` in the original toolboxes), before every metric they
+  compute from it, the ones thresholded at 0.5 included. `normalize=True` ([`normalize_map`]) does the same, so that
+  numbers are comparable with papers that evaluated saved maps: it changes all six metrics (IoU and Dice through the
+  threshold) whenever a map does not span [0, 1]; it does not reproduce the 8-bit rounding of saved maps (at most
+  1/255 per pixel).
 
 `official_metrics` mirrors the official BA-SAM `eval_seg`: thresholds (0.1, 0.3, 0.5, 0.7, 0.9) applied to the raw
 logits and to a soft ground truth, IoU `(inter + 1e-6) / (union + 1e-6)`, Dice `(2 inter + 1e-4) / (|p| + |g| + 1e-4)`,
@@ -42,6 +47,14 @@ def _check(prob: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if prob.shape != gt.shape or prob.ndim != 2:
         raise ValueError(f"Expected 2-D prediction and ground truth of one shape, got {prob.shape} and {gt.shape}.")
     return prob, gt
+
+
+def normalize_map(prob: np.ndarray) -> np.ndarray:
+    """A map min-max rescaled to [0, 1], `(prob - min) / (max - min)`, as the SOD toolkits read saved maps; a
+    constant map is returned unchanged (as float64)."""
+    prob = np.asarray(prob, dtype=np.float64)
+    low, high = prob.min(), prob.max()
+    return prob if high == low else (prob - low) / (high - low)
 
 
 def binary_iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -181,9 +194,14 @@ def weighted_f_measure(prob: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> 
     return float((1 + beta2) * recall * precision / (recall + beta2 * precision + EPS))
 
 
-def segmentation_metrics(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """The standard-protocol metrics of one image: IoU and Dice of `prob > threshold`, MAE, S, mean E, weighted F."""
+def segmentation_metrics(
+    prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5, normalize: bool = False
+) -> dict[str, float]:
+    """The standard-protocol metrics of one image: IoU and Dice of `prob > threshold`, MAE, S, mean E, weighted F.
+    With `normalize`, `prob` is min-max rescaled first ([`normalize_map`]), for all six, as the SOD toolkits do."""
     prob, gt = _check(prob, gt)
+    if normalize:
+        prob = normalize_map(prob)
     pred = prob > threshold
     return {
         "iou": float(binary_iou(pred, gt)),
@@ -239,6 +257,7 @@ __all__ = [
     "mae",
     "mean_e_measure",
     "mean_metrics",
+    "normalize_map",
     "official_metrics",
     "s_measure",
     "segmentation_metrics",
