@@ -7,7 +7,8 @@ VENV="${BASAM_VENV:-.venv}"
 rm -rf "$VENV"
 python3 -m venv "$VENV"
 . "$VENV/bin/activate"
-# The pinned CPU build first, so that no dependency pulls a CUDA build of torch.
+# torch first, pinned: this project's machines serve a local CPU wheel of it; elsewhere pip installs the build its index
+# serves (from PyPI on Linux: the CUDA build). README.md, "Which torch", says how to choose.
 pip install -q torch==2.13.0
 pip install -q -e ".[dev]"
 # Debian's Chromium + chromedriver for the demo's browser test (tests/test_app.py), when missing; a failure here is

@@ -138,7 +138,7 @@ def test_predict_is_segment_image_with_ba_on_and_off(model_dir, sample):
 
 def test_demo_command_without_gradio_names_the_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
-    assert main(["demo", "--model", "unused"]) == 1
+    assert main(["demo", "--model", "default"]) == 1
     assert 'pip install "basam-hf[demo]"' in capsys.readouterr().err
 
 

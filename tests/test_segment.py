@@ -94,7 +94,7 @@ def test_cli_writes_masks_and_overlay(model_dir, image, tmp_path, capsys):
     output = tmp_path / "out"
     args = ["segment", str(tmp_path / "image.png"), "--model", model_dir, "--box", "5", "5", "60", "40"]
     assert main(args + ["--point", "30", "20", "--size", "96", "--output", str(output)]) == 0
-    mask = Image.open(output / "mask_00.png")
+    mask = Image.open(output / "mask_000.png")
     assert mask.size == (90, 50) and set(np.unique(np.asarray(mask))) <= {0, 255}
     assert Image.open(output / "overlay.png").size == (90, 50)
     assert main(["segment", str(tmp_path / "image.png"), "--model", model_dir]) == 1

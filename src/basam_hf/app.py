@@ -224,11 +224,17 @@ class DemoModels:
     """The demo's model, its processor, and the same weights under other BA settings (loaded on first use, the
     last `max_variants` kept): BA off for the comparison, and whatever the page's BA settings ask for."""
 
-    def __init__(self, name: str | os.PathLike = "default", max_variants: int = 2):
-        from .evaluation import load_model, load_processor
+    def __init__(
+        self, name: str | os.PathLike = "default", max_variants: int = 2, ba_settings: Mapping[str, Any] | None = None
+    ):
+        """`ba_settings` (BA fields, e.g. `{"bias_mode": "none"}`) replace the model's own: the page starts from them
+        (`basam-hf demo --bias-mode ...`)."""
+        from .evaluation import ba_variant, load_model, load_processor
 
         self.name = str(name)
         self.model = load_model(name)
+        if ba_settings:
+            self.model = ba_variant(self.model, **ba_settings)
         self.processor = load_processor(name, self.model)
         self.vision_config = self.model.config.vision_config
         self.max_variants = max_variants
@@ -446,20 +452,22 @@ def build_demo(
     size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     models: DemoModels | None = None,
+    ba_settings: Mapping[str, Any] | None = None,
 ):
     """The demo page (a `gr.Blocks`, queued, one prediction at a time) for a BA-SAM repo id, folder or `default`.
 
     Args:
         min_size, max_size, size: the input-size slider (longest edge; default half to twice the model's size).
         max_pixels: larger images are refused with a message.
-        models: an already loaded [`DemoModels`] (else loaded from `model`).
+        models: an already loaded [`DemoModels`] (else loaded from `model`, with `ba_settings`).
+        ba_settings: BA fields replacing the model's own settings (the page starts from them).
 
     Raises:
         ImportError: without Gradio (the message gives the pip command).
         FileNotFoundError, OSError, ValueError: when the model cannot be loaded (e.g. `default` not installed).
     """
     gr = _import_gradio()
-    models = models if models is not None else DemoModels(model)
+    models = models if models is not None else DemoModels(model, ba_settings=ba_settings)
     vision = models.vision_config
     sizes = SizeRange.for_model(vision.image_size, vision.patch_size, min_size, max_size, size)
     models.warm_up(sizes.minimum)
@@ -572,10 +580,11 @@ def build_demo(
                     attention_scaling = gr.Radio(
                         models.attention_scaling_choices(), value=own["attention_scaling"], label="attention scaling"
                     )
+                    own_scale = float(own["bias_slope_scale"])  # --bias-slope-scale may lie outside 0.25-4
                     slope_scale = gr.Slider(
-                        0.25,
-                        4.0,
-                        value=float(own["bias_slope_scale"]),
+                        min(0.25, own_scale),
+                        max(4.0, own_scale),
+                        value=own_scale,
                         step=0.25,
                         label="slope scale (distance bias)",
                         visible=models.has_fixed_slopes(),
@@ -643,40 +652,25 @@ def _fresh_run_dir(root: Path, keep_seconds: float = 3600) -> Path:
 # basam-hf demo
 
 
-def add_demo_command(commands) -> None:
-    """The `demo` subcommand."""
-    demo = commands.add_parser(
-        "demo",
-        help="interactive demo in the browser (Gradio): click prompts, compare BA-SAM with BA off at any size",
-        description="Start the demo page: upload an image or pick a sample, click points or draw a box, choose the "
-        "input size and BA settings; shows BA-SAM's mask next to the BA-off mask with their scores and times, and "
-        'offers the masks as PNG. Needs Gradio (pip install "basam-hf[demo]"); runs offline.',
-    )
-    demo.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
-    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network)")
-    demo.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
-    demo.add_argument("--size", type=int, default=None, help="initial input size (default: the model's)")
-    demo.add_argument("--min-size", type=int, default=None, help="smallest input size (default: half the model's)")
-    demo.add_argument("--max-size", type=int, default=None, help="largest input size (default: twice the model's)")
-    demo.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image accepted (pixels)")
-    demo.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload (default: %(default)s)")
-    demo.set_defaults(func=run_demo_command)
-
-
 def run_demo_command(args: argparse.Namespace) -> int:
-    """`basam-hf demo`: build the page and serve it until interrupted."""
+    """`basam-hf demo` (its arguments: [`basam_hf.cli.add_demo_command`]): build the page and serve it until
+    interrupted. A model that cannot be loaded or bad sizes raise (`OSError`, `ValueError`): `basam_hf.cli.main`
+    prints them in one line."""
+    from .cli import ba_settings_from_args
+
     try:
         _import_gradio()
     except ImportError as error:
         print(f"basam-hf demo: error: {error}", file=sys.stderr)
         return 1
-    try:
-        demo = build_demo(
-            args.model, min_size=args.min_size, max_size=args.max_size, size=args.size, max_pixels=args.max_pixels
-        )
-    except (OSError, ValueError) as error:  # missing default model, bad folder or repo id, bad sizes
-        print(f"basam-hf demo: error: {error}", file=sys.stderr)
-        return 1
+    demo = build_demo(
+        args.model,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        size=args.size,
+        max_pixels=args.max_pixels,
+        ba_settings=ba_settings_from_args(args),
+    )
     print(f"Starting the BA-SAM demo of {args.model} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     # SIGTERM (service managers, the tests) ends the process like Ctrl-C, so exit handlers remove the files.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

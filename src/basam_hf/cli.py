@@ -1,13 +1,189 @@
-"""The `basam-hf` command line: a thin shell over the Python API."""
+"""The `basam-hf` command line: a thin shell over the Python API.
+
+Building the parser imports nothing heavy (no torch, transformers, accelerate or gradio), so `basam-hf --help` and
+every `basam-hf COMMAND --help` answer at once; each command imports what it needs when it runs. Expected failures
+(a missing file or folder, an unreachable Hub, an invalid setting or prompt) end as one line
+`basam-hf COMMAND: error: ...` on stderr with exit status 1, in one place ([`main`]); anything else is a bug and
+keeps its traceback.
+"""
 
 import argparse
+import contextlib
 import json
+import logging
+import os
+import re
 import sys
 from pathlib import Path
 
 from . import __version__
-from .app import add_demo_command
-from .configuration_basam import BA_FIELDS as BA_OPTION_NAMES
+
+# Copies of the package's choices, so that building the parser imports neither transformers nor torch;
+# tests/test_cli.py checks that they equal `configuration_basam.BA_CHOICES`, `training.TRAIN_MODES`,
+# `losses.LOSSES` and the demo's defaults.
+BA_CHOICES: dict[str, tuple[str, ...]] = {
+    "attention_scaling": ("none", "log_length", "official"),
+    "bias_mode": ("none", "distance", "coefficient"),
+    "bias_distance": ("manhattan", "euclidean"),
+    "distance_unit": ("token", "pretrain_grid"),
+    "bias_layers": ("global", "all"),
+}
+# The BA fields that have a command-line option (`--bias-mode`, ...).
+BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coefficient_init")
+TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
+LOSS_NAMES = ("bce-dice", "bce", "dice")
+DEMO_MAX_PIXELS = 4096 * 4096
+DEMO_MAX_FILE_SIZE = "50mb"
+
+# What --size means for the commands that take one (the processor pads its input up to whole patches).
+SIZE_ROUNDING = (
+    "the image's longest edge is resized to SIZE and padded to a square whose side is SIZE rounded up to a multiple "
+    "of the patch size (16 for SAM): 1000 runs the model at 1008"
+)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Arguments shared by several commands
+
+
+def add_ba_options(parser: argparse.ArgumentParser) -> None:
+    """`--bias-mode`, `--attention-scaling`, ... (default: the model's own settings)."""
+    group = parser.add_argument_group("BA settings (default: the model's own)")
+    for name, choices in BA_CHOICES.items():
+        group.add_argument(f"--{name.replace('_', '-')}", choices=choices, default=None)
+    group.add_argument(
+        "--bias-slope-scale", type=float, default=None, help="multiplier of the distance-bias slopes, >= 0"
+    )
+    group.add_argument("--learnable-slopes", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--coefficient-init", type=float, default=None, help="initial coefficient (coefficient mode)")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """`--model` and the BA options, for every command that runs a model."""
+    parser.add_argument(
+        "--model",
+        default="default",
+        help=help or "Hub repo id (OWNER/NAME), folder, or `default` (the embedded model)",
+    )
+    add_ba_options(parser)
+
+
+def ba_settings_from_args(args: argparse.Namespace) -> dict:
+    """The BA options given on the command line."""
+    return {name: getattr(args, name) for name in BA_OPTION_NAMES if getattr(args, name, None) is not None}
+
+
+def load_model_from_args(args: argparse.Namespace):
+    """The model of `--model` under the BA options given (same weights, [`basam_hf.evaluation.ba_variant`]), still
+    named `args.model` (for its processor and the reports)."""
+    from .evaluation import ba_variant, load_model
+
+    model = load_model(args.model)
+    settings = ba_settings_from_args(args)
+    if settings:
+        model = ba_variant(model, **settings)
+        model.name_or_path = str(args.model)
+    return model
+
+
+def _model_with_settings(args: argparse.Namespace):
+    """For the API functions that take a name or a model: `args.model` itself without BA options (reports name it
+    as given), else [`load_model_from_args`]."""
+    return load_model_from_args(args) if ba_settings_from_args(args) else args.model
+
+
+def _check_output_folder(path: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse to write a model into a file, or into a non-empty folder unless `overwrite`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"the output {path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ValueError(
+            f"the output folder {path} is not empty: choose a new folder, or pass --overwrite to write into it "
+            "(files of the same name are replaced)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Paths and errors
+
+# Arguments naming something on disk, checked before a command runs, so that a typo gives one line instead of a
+# traceback or a message about Hub repo-id syntax.
+LOCAL_PATH_ARGUMENTS = ("image", "checkpoint", "folder", "coco_annotations", "images")  # must exist
+MODEL_ARGUMENTS = ("model", "source")  # a folder, `default`, or a Hub model id OWNER/NAME
+DATA_ARGUMENTS = ("dataset", "val_dataset")  # a folder, or a Hub dataset id
+_HUB_MODEL_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_HUB_DATASET_ID = re.compile(r"([A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
+
+
+class PathNotFoundError(FileNotFoundError):
+    """A command-line path that does not exist (and is not a Hub id either)."""
+
+    def __init__(self, path: str, hint: str = ""):
+        super().__init__(f"no such file or folder: {path}{hint}")
+        self.path = path
+
+
+def _is_hub_id(value: str, pattern: re.Pattern) -> bool:
+    return bool(pattern.fullmatch(value)) and ".." not in value and "--" not in value and not value.endswith(".")
+
+
+def check_paths(args: argparse.Namespace) -> list[str]:
+    """Raise [`PathNotFoundError`] for a path argument that names nothing; return the arguments that will be looked
+    up on the Hub (for the message if it cannot be reached)."""
+    hub_ids = []
+    for name in LOCAL_PATH_ARGUMENTS + MODEL_ARGUMENTS + DATA_ARGUMENTS:
+        value = getattr(args, name, None)
+        if value is None or not isinstance(value, (str, os.PathLike)):
+            continue
+        value = str(value)
+        if Path(value).expanduser().exists() or (name in MODEL_ARGUMENTS and value == "default"):
+            continue
+        if name in MODEL_ARGUMENTS and _is_hub_id(value, _HUB_MODEL_ID):
+            hub_ids.append(value)
+        elif name in DATA_ARGUMENTS and _is_hub_id(value, _HUB_DATASET_ID):
+            hub_ids.append(value)
+        elif name in MODEL_ARGUMENTS:
+            raise PathNotFoundError(value, " (a Hub model is named OWNER/NAME)")
+        else:
+            raise PathNotFoundError(value)
+    return hub_ids
+
+
+def describe_error(error: BaseException, hub_ids: list[str] = ()) -> str | None:
+    """The one-line message of an expected failure, or `None` for an unexpected one (a bug: keep the traceback)."""
+    if isinstance(error, PathNotFoundError):
+        return str(error)
+    from .hub import connection_failure_reason, error_chain, hub_offline, is_connection_error, one_line
+
+    chain = error_chain(error)
+    names = {type(item).__name__ for item in chain}
+    what = " / ".join(hub_ids)
+    not_cached = "LocalEntryNotFoundError" in names or "OfflineModeIsEnabled" in names
+    if hub_ids and (not_cached or is_connection_error(error)) and hub_offline():
+        return (
+            f"{what} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so the Hub was not asked; "
+            "unset HF_HUB_OFFLINE (with a network), or give a local folder"
+        )
+    if hub_ids and is_connection_error(error):
+        return (
+            f"cannot reach the Hugging Face Hub for {what} ({connection_failure_reason(error)}) and it is not in the "
+            "local cache; check the network, or give a local folder"
+        )
+    if is_connection_error(error) and type(error).__module__ != "builtins":  # builtins: a message of basam_hf's
+        return f"cannot reach the Hugging Face Hub ({connection_failure_reason(error)}); check the network"
+    if names & {"RepositoryNotFoundError", "GatedRepoError"}:
+        return (
+            f"no such file or folder, and no Hub repo {what or 'of that name'} that this account may read "
+            "(private or gated repos: log in with `hf auth login`)"
+        )
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"no such file or folder: {error.filename}"
+    expected = isinstance(error, (OSError, ValueError)) or any(
+        type(item).__module__.split(".")[0] in ("httpx", "httpx2", "huggingface_hub", "requests") for item in chain
+    )
+    if not expected:
+        return None
+    return one_line(str(error)) or type(error).__name__
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -15,10 +191,13 @@ def _info(args: argparse.Namespace) -> int:
 
     from .configuration_basam import BaSamConfig
 
+    settings = ba_settings_from_args(args)
     if args.model == "default":
-        config = BaSamConfig()  # the package's default BA-SAM settings on SAM ViT-B dimensions
+        config = BaSamConfig(**settings)  # the package's default BA-SAM settings on SAM ViT-B dimensions
     else:
-        config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
+        config = AutoConfig.from_pretrained(args.model)  # basam (registered by basam_hf) or sam: no remote code
+        if settings:  # as BaSamModel.from_pretrained(model, **settings) would run it
+            config = BaSamConfig.from_dict({**config.to_dict(), "model_type": BaSamConfig.model_type}, **settings)
     vision = getattr(config, "vision_config", config)
     settings = vision.ba_settings() if hasattr(vision, "ba_settings") else {"bias_mode": "none (plain SAM)"}
     print(json.dumps({"model_type": config.model_type, "image_size": vision.image_size, **settings}, indent=2))
@@ -26,29 +205,26 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert_sam(args: argparse.Namespace) -> int:
+    _check_output_folder(args.output, args.overwrite)
     from .conversion import convert_sam_to_basam
 
-    settings = {name: value for name, value in vars(args).items() if name in BA_OPTION_NAMES and value is not None}
-    model = convert_sam_to_basam(args.source, args.output, **settings)
+    model = convert_sam_to_basam(args.source, args.output, **ba_settings_from_args(args))
     print(f"Saved BA-SAM to {args.output} with {json.dumps(model.config.vision_config.ba_settings())}")
     return 0
 
 
 def _convert_official(args: argparse.Namespace) -> int:
+    _check_output_folder(args.output, args.overwrite)
     from .conversion import convert_official_checkpoint
 
-    try:
-        model = convert_official_checkpoint(
-            args.checkpoint,
-            args.output,
-            image_size=args.image_size,
-            num_attention_heads=args.num_attention_heads,
-            drop_rel_pos=args.drop_rel_pos,
-            attention_scaling=args.attention_scaling,
-        )
-    except (OSError, ValueError) as error:  # unreadable / unsafe / mismatched checkpoint: the message says which
-        print(f"basam-hf convert-official: error: {error}", file=sys.stderr)
-        return 1
+    model = convert_official_checkpoint(
+        args.checkpoint,
+        args.output,
+        image_size=args.image_size,
+        num_attention_heads=args.num_attention_heads,
+        drop_rel_pos=args.drop_rel_pos,
+        attention_scaling=args.attention_scaling,
+    )
     vision = model.config.vision_config
     print(
         f"Saved BA-SAM to {args.output}: {vision.num_hidden_layers} layers, hidden size {vision.hidden_size}, "
@@ -89,31 +265,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate, make_accelerator, markdown_table
 
     accelerator = make_accelerator(cpu=args.cpu)
-    try:
-        summary = evaluate(
-            args.model,
-            _dataset_argument(args),
-            split=args.split,
-            preset=args.preset,
-            image_column=args.image_column,
-            mask_column=args.mask_column,
-            annotations_column=args.annotations_column,
-            sizes=args.sizes,
-            prompt=args.prompt,
-            protocol=args.protocol,
-            compare_sam=args.compare_sam,
-            batch_size=args.batch_size,
-            max_samples=args.max_samples,
-            output_dir=args.output,
-            seed=args.seed,
-            jitter=args.jitter,
-            negatives=args.negatives,
-            normalize_maps=args.normalize_maps,
-            accelerator=accelerator,
-        )
-    except (OSError, ValueError) as error:  # bad model / dataset / column / size: the message says which
-        print(f"basam-hf evaluate: error: {error}", file=sys.stderr)
-        return 1
+    summary = evaluate(
+        _model_with_settings(args),
+        _dataset_argument(args),
+        split=args.split,
+        preset=args.preset,
+        image_column=args.image_column,
+        mask_column=args.mask_column,
+        annotations_column=args.annotations_column,
+        sizes=args.sizes,
+        prompt=args.prompt,
+        protocol=args.protocol,
+        compare_sam=args.compare_sam,
+        batch_size=args.batch_size,
+        max_samples=args.max_samples,
+        output_dir=args.output,
+        seed=args.seed,
+        jitter=args.jitter,
+        negatives=args.negatives,
+        normalize_maps=args.normalize_maps,
+        accelerator=accelerator,
+    )
     if accelerator.is_main_process:
         print(markdown_table(summary), end="")
         print(f"Evaluated with {accelerator.num_processes} process(es) on {accelerator.device}.")
@@ -131,7 +303,7 @@ def add_evaluate_command(commands) -> None:
         "or torchrun): samples are sharded and each counted once. Reruns with the same --output resume from its "
         "samples.jsonl.",
     )
-    evaluate.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
+    _add_model_arguments(evaluate)
     evaluate.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")
     evaluate.add_argument("--split", default=None, help="dataset split (default: the preset's, or the only one)")
     evaluate.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k(-train) isic2016 isic2018")
@@ -139,7 +311,14 @@ def add_evaluate_command(commands) -> None:
     evaluate.add_argument("--mask-column", default=None)
     evaluate.add_argument("--annotations-column", default=None, help="COCO-style objects column")
     evaluate.add_argument("--prompt", default=None, help="box (default) | point | points:k")
-    evaluate.add_argument("--sizes", type=int, nargs="+", default=None, help="input sizes (default: the model's)")
+    evaluate.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"input sizes (default: the model's). standard protocol: {SIZE_ROUNDING}; official: the image is "
+        "squashed to SIZE x SIZE, which must be a multiple of the patch size",
+    )
     evaluate.add_argument("--protocol", choices=("standard", "official"), default="standard")
     evaluate.add_argument("--compare-sam", action="store_true", help="also evaluate the same weights with BA off")
     evaluate.add_argument("--max-samples", type=int, default=None)
@@ -161,12 +340,9 @@ def add_evaluate_command(commands) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from .study import OVERLAY_FILE, PLOT_FILE, RESULTS_TABLE, compare
 
-    try:
-        seed = {} if args.seed is None else {"seed": args.seed}
-        summary = compare(args.model, args.sizes, num_samples=args.samples, output_dir=args.output, **seed)
-    except (OSError, ValueError) as error:  # missing model, bad size: the message says which
-        print(f"basam-hf compare: error: {error}", file=sys.stderr)
-        return 1
+    seed = {} if args.seed is None else {"seed": args.seed}
+    model = _model_with_settings(args)
+    summary = compare(model, args.sizes, num_samples=args.samples, output_dir=args.output, **seed)
     print((Path(args.output) / RESULTS_TABLE).read_text(encoding="utf-8"), end="")
     seconds = sum(result["seconds"] for result in summary["results"])
     print(
@@ -184,9 +360,13 @@ def add_compare_command(commands) -> None:
         "(BA-SAM) and with the same weights as plain SAM (BA off), print the mean IoU per size and write the table, "
         "a plot and a picture of the predicted masks. Needs no download with the embedded default model.",
     )
-    compare.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
+    _add_model_arguments(compare)
     compare.add_argument(
-        "--sizes", type=int, nargs="+", default=None, help="input sizes (default: 1x, 1.5x, 2x the training size)"
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"input sizes (default: 1x, 1.5x, 2x the training size); {SIZE_ROUNDING}",
     )
     compare.add_argument("--samples", type=int, default=8, help="scenes per size (default: %(default)s)")
     compare.add_argument("--seed", type=int, default=None, help="scene seed (default: the held-out test scenes)")
@@ -194,21 +374,9 @@ def add_compare_command(commands) -> None:
     compare.set_defaults(func=_compare)
 
 
-def add_ba_options(parser: argparse.ArgumentParser) -> None:
-    """`--bias-mode`, `--attention-scaling`, ... (defaults: the model's own settings)."""
-    from .configuration_basam import BA_CHOICES
-
-    for name, choices in BA_CHOICES.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", choices=choices, default=None)
-    parser.add_argument("--bias-slope-scale", type=float, default=None)
-    parser.add_argument("--learnable-slopes", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--coefficient-init", type=float, default=None)
-
-
 def _finetune(args: argparse.Namespace) -> int:
     from .training import finetune
 
-    ba_settings = {name: value for name, value in vars(args).items() if name in BA_OPTION_NAMES and value is not None}
     try:
         result = finetune(
             args.model,
@@ -248,7 +416,7 @@ def _finetune(args: argparse.Namespace) -> int:
             save_steps=args.save_steps,
             keep_last=args.keep_last,
             resume=args.resume,
-            ba_settings=ba_settings,
+            ba_settings=ba_settings_from_args(args),
             num_workers=args.num_workers,
             log_with=args.log_with,
             license=args.license,
@@ -256,9 +424,6 @@ def _finetune(args: argparse.Namespace) -> int:
             private=args.private,
             cpu=args.cpu,
         )
-    except (OSError, ValueError) as error:  # bad model / dataset / setting / checkpoint: the message says which
-        print(f"basam-hf finetune: error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("basam-hf finetune: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
         return 130
@@ -277,9 +442,6 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def add_finetune_command(commands) -> None:
     """The `finetune` subcommand (arguments of `basam_hf.training.finetune`)."""
-    from .losses import LOSSES
-    from .training import TRAIN_MODES
-
     finetune = commands.add_parser(
         "finetune",
         help="fine-tune BA-SAM (or a SAM checkpoint converted to BA-SAM) with accelerate",
@@ -289,7 +451,7 @@ def add_finetune_command(commands) -> None:
         "model by validation metric to OUTPUT/best and the last one to OUTPUT/final (save_pretrained folders with a "
         "model card).",
     )
-    finetune.add_argument("--model", default="default", help="BA-SAM or SAM repo id / folder, or `default`")
+    _add_model_arguments(finetune, help="BA-SAM or SAM Hub repo id (OWNER/NAME) or folder, or `default`")
     finetune.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")
     finetune.add_argument("--split", default="train", help="training split (default: %(default)s)")
     finetune.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k(-train) isic2016 isic2018")
@@ -305,12 +467,18 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--val-metric", default="iou", help="metric choosing best/ (default: %(default)s)")
     finetune.add_argument("--eval-steps", type=int, default=None, help="validate every N steps (default: save steps)")
     finetune.add_argument("--eval-batch-size", type=int, default=1, help="validation images per forward pass")
-    finetune.add_argument("--train-sizes", type=int, nargs="+", default=None, help="input sizes, one drawn per batch")
+    finetune.add_argument(
+        "--train-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"input sizes, one drawn per batch (default: the model's); {SIZE_ROUNDING}",
+    )
     finetune.add_argument("--prompt", default="points:1", help="box | point | points:k (default: %(default)s)")
     finetune.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
     finetune.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
     finetune.add_argument("--train", choices=TRAIN_MODES, default="all", help="what is trained (default: %(default)s)")
-    finetune.add_argument("--loss", choices=tuple(LOSSES), default="bce-dice")
+    finetune.add_argument("--loss", choices=LOSS_NAMES, default="bce-dice")
     finetune.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
     finetune.add_argument("--weight-decay", type=float, default=0.0)
     finetune.add_argument("--lr-step-epochs", type=int, default=10, help="StepLR period in epochs (default: 10)")
@@ -344,7 +512,6 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--private", action="store_true", help="create the Hub repo as private")
     finetune.add_argument("--cpu", action="store_true", help="train on CPU even if an accelerator is available")
     finetune.add_argument("--output", required=True, help="output folder")
-    add_ba_options(finetune)
     add_coco_options(finetune)
     finetune.set_defaults(func=_finetune)
 
@@ -352,17 +519,9 @@ def add_finetune_command(commands) -> None:
 def _push(args: argparse.Namespace) -> int:
     from .hub import push_to_hub
 
-    try:
-        result = push_to_hub(
-            args.folder,
-            args.repo_id,
-            private=args.private,
-            commit_message=args.commit_message,
-            dry_run=args.dry_run,
-        )
-    except (OSError, ValueError) as error:  # folder that would not load for others, offline, Hub errors
-        print(f"basam-hf push: error: {error}", file=sys.stderr)
-        return 1
+    result = push_to_hub(
+        args.folder, args.repo_id, private=args.private, commit_message=args.commit_message, dry_run=args.dry_run
+    )
     verb = "Would upload" if result.dry_run else "Uploaded"
     print(f"{verb} {len(result.files)} files to {result.repo_id}:")
     card_note = " (generated model card)" if result.generated_card else ""
@@ -391,38 +550,39 @@ def add_push_command(commands) -> None:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from PIL import Image, UnidentifiedImageError
-
-    from .evaluation import load_model, load_processor
-    from .segment import generate_masks, save_masks, segment_image
-
     if not (args.box or args.point or args.negative_point or args.automatic):
-        print("basam-hf segment: error: give --box, --point or --automatic", file=sys.stderr)
-        return 1
-    try:
-        image = Image.open(args.image)
-        image.load()
-        model = load_model(args.model)
-        processor = load_processor(args.model, model)
-        if args.automatic:
-            masks, scores = generate_masks(
-                model,
-                processor,
-                image,
-                size=args.size,
-                points_per_side=args.points_per_side,
-                pred_iou_thresh=args.pred_iou_thresh,
-                stability_score_thresh=args.stability_score_thresh,
-            )
-        else:
-            points = list(args.point or []) + list(args.negative_point or [])
-            labels = [1] * len(args.point or []) + [0] * len(args.negative_point or [])
-            masks, scores = segment_image(
-                model, processor, image, boxes=args.box, points=points or None, labels=labels or None, size=args.size
-            )
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        print(f"basam-hf segment: error: {error}", file=sys.stderr)
-        return 1
+        raise ValueError("give --box, --point or --automatic")
+    from PIL import Image
+
+    from .evaluation import load_processor
+    from .segment import check_prompts, generate_masks, save_masks, segment_image
+
+    image = Image.open(args.image)
+    image.load()
+    boxes = points = None
+    if not args.automatic:
+        points = list(args.point or []) + list(args.negative_point or [])
+        labels = [1] * len(args.point or []) + [0] * len(args.negative_point or [])
+        # Before loading the model: a prompt that cannot mean anything fails at once.
+        boxes, points, notes = check_prompts(image.width, image.height, boxes=args.box, points=points or None)
+        for note in notes:
+            print(f"basam-hf segment: note: {note}", file=sys.stderr)
+    model = load_model_from_args(args)
+    processor = load_processor(args.model, model)
+    if args.automatic:
+        masks, scores = generate_masks(
+            model,
+            processor,
+            image,
+            size=args.size,
+            points_per_side=args.points_per_side,
+            pred_iou_thresh=args.pred_iou_thresh,
+            stability_score_thresh=args.stability_score_thresh,
+        )
+    else:
+        masks, scores = segment_image(
+            model, processor, image, boxes=boxes, points=points, labels=labels or None, size=args.size
+        )
     paths = save_masks(masks, image, args.output)
     for path, score in zip(paths, scores):
         print(f"{path}  (predicted IoU {score:.3f})")
@@ -435,11 +595,13 @@ def add_segment_command(commands) -> None:
     segment = commands.add_parser(
         "segment",
         help="segment an image from box / point prompts or automatically; writes mask PNGs and an overlay",
-        description="Prompts are in pixels of the original image. Writes OUTPUT/mask_NN.png (0/255) and "
-        "OUTPUT/overlay.png.",
+        description="Prompts are in pixels of the original image. A box or point entirely outside the image, or a "
+        "box with X2 <= X1 or Y2 <= Y1, is refused; a box reaching outside the image is clipped to it (with a note). "
+        "Writes OUTPUT/mask_000.png, mask_001.png, ... (0/255) and OUTPUT/overlay.png, after removing the masks and "
+        "overlay of an earlier run from OUTPUT.",
     )
     segment.add_argument("image", help="image file")
-    segment.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
+    _add_model_arguments(segment)
     segment.add_argument("--box", nargs=4, type=float, action="append", metavar=("X1", "Y1", "X2", "Y2"))
     segment.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"), help="object point")
     segment.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"))
@@ -448,28 +610,51 @@ def add_segment_command(commands) -> None:
     segment.add_argument("--pred-iou-thresh", type=float, default=0.88)
     segment.add_argument("--stability-score-thresh", type=float, default=0.95)
     segment.add_argument(
-        "--size", type=int, default=None, help="model input size (longest edge), any multiple of the patch size"
+        "--size", type=int, default=None, help=f"model input size (default: the model's); {SIZE_ROUNDING}"
     )
-    segment.add_argument("--output", default="segment-output", help="output folder")
+    segment.add_argument("--output", default="segment-output", help="output folder (default: %(default)s)")
     segment.set_defaults(func=_segment)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="basam-hf", description="BA-SAM for Hugging Face transformers.")
-    parser.add_argument("--version", action="version", version=f"basam-hf {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = commands.add_parser("info", help="print the BA-SAM settings of a model's config")
-    info.add_argument("model", help="repo id, folder, or `default` (the package defaults)")
-    info.set_defaults(func=_info)
-    add_evaluate_command(commands)
-    add_compare_command(commands)
-    add_finetune_command(commands)
-    add_push_command(commands)
-    add_segment_command(commands)
-    add_demo_command(commands)
-    convert = commands.add_parser("convert-sam", help="turn a SAM checkpoint into BA-SAM (safetensors + code files)")
-    convert.add_argument("source", help="SAM repo id (e.g. facebook/sam-vit-base) or folder")
-    convert.add_argument("output", help="output folder")
+def _demo(args: argparse.Namespace) -> int:
+    from .app import run_demo_command
+
+    return run_demo_command(args)
+
+
+def add_demo_command(commands) -> None:
+    """The `demo` subcommand ([`basam_hf.app`], imported only when it runs: it needs numpy, PIL, gradio)."""
+    demo = commands.add_parser(
+        "demo",
+        help="interactive demo in the browser (Gradio): click prompts, compare BA-SAM with BA off at any size",
+        description="Start the demo page: upload an image or pick a sample, click points or draw a box, choose the "
+        "input size and BA settings; shows BA-SAM's mask next to the BA-off mask with their scores and times, and "
+        'offers the masks as PNG. Needs Gradio (pip install "basam-hf[demo]"); runs offline. The BA options set the '
+        "model's own settings, which the page starts from.",
+    )
+    _add_model_arguments(demo)
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network)")
+    demo.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    sizes = "multiples of the patch size (16 for SAM); others are refused"
+    demo.add_argument("--size", type=int, default=None, help=f"initial input size (default: the model's); {sizes}")
+    demo.add_argument("--min-size", type=int, default=None, help="smallest input size (default: half the model's)")
+    demo.add_argument("--max-size", type=int, default=None, help="largest input size (default: twice the model's)")
+    demo.add_argument("--max-pixels", type=int, default=DEMO_MAX_PIXELS, help="largest image accepted (pixels)")
+    demo.add_argument("--max-file-size", default=DEMO_MAX_FILE_SIZE, help="largest upload (default: %(default)s)")
+    demo.set_defaults(func=_demo)
+
+
+def add_convert_commands(commands) -> None:
+    """`convert-sam` and `convert-official`."""
+    convert = commands.add_parser(
+        "convert-sam",
+        help="turn a SAM checkpoint into BA-SAM (safetensors + code files)",
+        description="Load a SAM checkpoint into BaSamModel with the BA settings given (the package defaults "
+        "otherwise) and save it with its processor and code files.",
+    )
+    convert.add_argument("source", help="SAM Hub repo id (e.g. facebook/sam-vit-base) or folder")
+    convert.add_argument("output", help="output folder (new or empty, unless --overwrite)")
+    _add_overwrite_option(convert)
     add_ba_options(convert)
     convert.set_defaults(func=_convert_sam)
     official = commands.add_parser(
@@ -480,7 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and the build size are inferred from the weights; every key must be used.",
     )
     official.add_argument("checkpoint", help="official BA-SAM checkpoint file")
-    official.add_argument("output", help="output folder")
+    official.add_argument("output", help="output folder (new or empty, unless --overwrite)")
+    _add_overwrite_option(official)
     official.add_argument("--image-size", type=int, default=None, help="build input size (default: inferred)")
     official.add_argument("--attention-scaling", choices=("official", "log_length", "none"), default="official")
     official.add_argument("--num-attention-heads", type=int, default=None, help="default: inferred")
@@ -491,16 +677,119 @@ def build_parser() -> argparse.ArgumentParser:
         "coefficient has no effect",
     )
     official.set_defaults(func=_convert_official)
+
+
+def _add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty output folder (files of the same name are replaced); without it, refused",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Log lines that every run would show about something expected here: dropped (or shortened) while a command runs.
+
+
+class _LogFilter(logging.Filter):
+    """Drops the records whose message contains `drop`; shortens the first record containing `once` to
+    `once_note` and drops its repetitions."""
+
+    def __init__(self, drop: tuple[str, ...] = (), once: str | None = None, once_note: str = ""):
+        super().__init__()
+        self.drop, self.once, self.once_note, self.seen = drop, once, once_note, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(fragment in message for fragment in self.drop):
+            return False
+        if self.once is not None and self.once in message:
+            if self.seen:
+                return False
+            self.seen = True
+            record.msg, record.args = f"basam-hf: {message}{self.once_note}", ()
+        return True
+
+
+def _known_log_filters() -> dict[str, _LogFilter]:
+    return {
+        # Loading a SAM checkpoint into BaSamModel (convert-sam, finetune or evaluate of a SAM model) is the point
+        # of those commands; every SAM weight is checked to be loaded (convert-sam) or loaded strictly.
+        "transformers.configuration_utils": _LogFilter(
+            drop=("You are using a model of type `sam` to instantiate a model of type `basam`",)
+        ),
+        # SAM ties its prompt encoder's positional embedding to the model's shared one: accelerate saves the tensor
+        # once in each checkpoint, and loading ties it again (resuming is tested to equal an uninterrupted run).
+        "accelerate.utils.other": _LogFilter(drop=("Removed shared tensor",)),
+        # No network: huggingface_hub retries 5 times (about 25 s) with two lines per try; say it once.
+        "huggingface_hub.utils._http": _LogFilter(
+            drop=("Retrying in",),
+            once="thrown while requesting",
+            once_note=" (retrying for about 25 s; HF_HUB_OFFLINE=1 uses the local cache only)",
+        ),
+    }
+
+
+@contextlib.contextmanager
+def quiet_known_warnings():
+    """Within: the log lines of [`_known_log_filters`] are dropped or shortened; every other line is untouched."""
+    filters = _known_log_filters()
+    for name, log_filter in filters.items():
+        logging.getLogger(name).addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for name, log_filter in filters.items():
+            logging.getLogger(name).removeFilter(log_filter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; building it imports nothing heavy."""
+    parser = argparse.ArgumentParser(prog="basam-hf", description="BA-SAM for Hugging Face transformers.")
+    parser.add_argument("--version", action="version", version=f"basam-hf {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    info = commands.add_parser(
+        "info",
+        help="print the BA-SAM settings of a model's config",
+        description="Print the model type, input size and BA settings of a config; with BA options, the settings "
+        "the model would run with under them.",
+    )
+    info.add_argument(
+        "model", help="Hub repo id (OWNER/NAME), folder, or `default` (the package defaults, SAM ViT-B dimensions)"
+    )
+    add_ba_options(info)
+    info.set_defaults(func=_info)
+    add_evaluate_command(commands)
+    add_compare_command(commands)
+    add_finetune_command(commands)
+    add_push_command(commands)
+    add_segment_command(commands)
+    add_demo_command(commands)
+    add_convert_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an expected failure prints `basam-hf COMMAND: error: MESSAGE` (one line) and returns 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    return args.func(args)
+    hub_ids: list[str] = []
+    try:
+        hub_ids = check_paths(args)
+        with quiet_known_warnings():
+            return args.func(args)
+    except KeyboardInterrupt:
+        print(f"basam-hf {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        message = describe_error(error, hub_ids)
+        if message is None:
+            raise
+        print(f"basam-hf {args.command}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

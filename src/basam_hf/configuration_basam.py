@@ -1,5 +1,7 @@
 """BA-SAM configuration: SAM's configuration plus the bias-mode attention settings."""
 
+import math
+
 from transformers.models.sam.configuration_sam import (
     SamConfig,
     SamMaskDecoderConfig,
@@ -104,8 +106,18 @@ class BaSamVisionConfig(SamVisionConfig):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"Invalid {field}={value!r}; it must be a positive number.")
-        if isinstance(self.bias_slope_scale, bool) or not isinstance(self.bias_slope_scale, (int, float)):
-            raise ValueError(f"Invalid bias_slope_scale={self.bias_slope_scale!r}; it must be a number.")
+        slope_scale = self.bias_slope_scale
+        if (
+            isinstance(slope_scale, bool)
+            or not isinstance(slope_scale, (int, float))
+            or not math.isfinite(slope_scale)
+        ):
+            raise ValueError(f"Invalid bias_slope_scale={slope_scale!r}; it must be a finite number.")
+        if slope_scale < 0:
+            raise ValueError(
+                f"Invalid bias_slope_scale={slope_scale!r}; it must be >= 0 (a negative scale would reward distant "
+                "keys instead of penalising them; 0 switches the distance bias off)."
+            )
         if self.bias_mode == "coefficient" and not self.use_rel_pos:
             raise ValueError(
                 "Invalid bias_mode='coefficient' with use_rel_pos=False: the coefficient scales the relative-position "
@@ -190,5 +202,9 @@ class BaSamConfig(SamConfig):
 for _name in BA_FIELDS:
     setattr(BaSamConfig, _name, _vision_property(_name))
 del _name
+
+# Remote code: save_pretrained copies this file (and modeling_basam.py) next to the weights; the full auto_map is set
+# in `BaSamConfig.__post_init__` (register_for_auto_class keeps one Auto class per class).
+BaSamConfig.register_for_auto_class("AutoConfig")
 
 __all__ = ["BA_DEFAULTS", "BaSamConfig", "BaSamVisionConfig"]

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .configuration_basam import BA_FIELDS
 from .data import (
     SINGLE_CLICK_PROMPTS,
     SampleError,
@@ -118,7 +119,7 @@ def ba_variant(model, **ba_settings):
     """The same weights under other BA settings (vision-config fields, e.g. `bias_mode="coefficient"`): a new
     `BaSamModel` built from the model's config with those fields, loading the model's state dict. BA parameters the
     new settings have no place for are dropped; those they add (`coefficient`, `slopes`) get their initial values."""
-    from .configuration_basam import BA_FIELDS, BaSamConfig
+    from .configuration_basam import BaSamConfig
     from .conversion import is_ba_parameter
     from .modeling_basam import BaSamModel
 
@@ -493,6 +494,8 @@ def evaluate(
                 "model": model_name,
                 "weights": fingerprint,
                 "variant": variant,
+                # Resumed records must come from the same BA settings too (`basam-hf evaluate --bias-mode ...`).
+                "ba_settings": {name: getattr(variant_model.config.vision_config, name) for name in BA_FIELDS},
                 "dataset": dataset_name,
                 "split": split,
                 "size": size,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .configuration_basam import BA_FIELDS
-from .metrics import LOWER_IS_BETTER
+# Nothing heavy at import (no torch, transformers, numpy): the command line reads the error helpers below after a
+# failure, and the model-card functions import what they need.
 
 # The embedded default model (safetensors + config + processor files) ships in the package's `default/` folder.
 DEFAULT_MODEL_NAME = "default"
@@ -98,6 +98,8 @@ def evaluation_results(summary: Mapping[str, Any], dataset_id: str | None = None
 
 def _evaluation_table(summary: Mapping[str, Any]) -> dict:
     """The template's view of an evaluation summary: a description line, metric headers and formatted rows."""
+    from .metrics import LOWER_IS_BETTER
+
     names = list(summary.get("metric_names", []))
     rows = []
     for row in summary.get("results", []):
@@ -151,6 +153,8 @@ def render_model_card(
         license: SPDX-style license id for the metadata; `license_text` the card's license section.
     """
     from huggingface_hub import ModelCard, ModelCardData
+
+    from .configuration_basam import BA_FIELDS
 
     config_dict = config if isinstance(config, Mapping) else config.to_dict()
     vision = dict(config_dict.get("vision_config", config_dict))
@@ -347,6 +351,77 @@ def check_pushable(folder: str | os.PathLike) -> list[str]:
     return files_to_upload(folder)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Hub errors in one line
+
+# Modules whose exceptions are HTTP / network failures (huggingface_hub's HTTP errors derive from httpx's or httpx2's).
+_NETWORK_MODULES = ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "aiohttp")
+
+
+def error_chain(error: BaseException, limit: int = 20) -> list[BaseException]:
+    """`error` and the exceptions it was raised from or while handling (`__cause__`, else `__context__`)."""
+    chain = []
+    while error is not None and len(chain) < limit and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _top_module(error: BaseException) -> str:
+    return type(error).__module__.split(".")[0]
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether `error` (or one it comes from) means the Hub could not be reached: no network, DNS, timeout, refused
+    connection, or huggingface_hub's offline mode."""
+    for item in error_chain(error):
+        name = type(item).__name__
+        if name == "OfflineModeIsEnabled" or isinstance(item, (ConnectionError, TimeoutError)):
+            return True
+        if _top_module(item) in _NETWORK_MODULES and any(
+            word in name for word in ("Connect", "Timeout", "Network", "Transport", "Proxy")
+        ):
+            return True
+    return False
+
+
+def hub_offline() -> bool:
+    """Whether huggingface_hub's offline mode is on (`HF_HUB_OFFLINE`)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """`text` on one line (whitespace runs collapsed), at most `limit` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def connection_failure_reason(error: BaseException) -> str:
+    """The innermost readable reason of a network failure, e.g. `[Errno -2] Name or service not known` (the HTTP
+    client's or the socket's error when there is one, else the innermost message)."""
+    chain = error_chain(error)
+    network = [item for item in chain if _top_module(item) in _NETWORK_MODULES or getattr(item, "errno", None)]
+    for item in reversed(network or chain):
+        if str(item).strip():
+            return one_line(str(item), 160)
+    return type(error).__name__
+
+
+def _http_status(error: BaseException) -> int | None:
+    for item in error_chain(error):
+        response = getattr(item, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
 def _default_api():
     """A `huggingface_hub.HfApi` (token from `hf auth login` / `HF_TOKEN`), refused when `HF_HUB_OFFLINE` is set."""
     from huggingface_hub import HfApi, constants
@@ -377,7 +452,8 @@ def push_to_hub(
 
     Raises:
         ValueError: for a folder that would not load for others (see [`check_pushable`]).
-        OSError: when `HF_HUB_OFFLINE` is set (a real push needs the network).
+        OSError: when `HF_HUB_OFFLINE` is set (a real push needs the network); `ConnectionError` when the Hub cannot
+            be reached, `PermissionError` when it refuses the token, with a one-line message saying what to do.
     """
     folder = Path(folder)
     files = check_pushable(folder)
@@ -393,18 +469,39 @@ def push_to_hub(
         write_model_card(folder, repo_id=repo_id, model_name=repo_id.split("/")[-1])
     elif retargeted is not None:
         retargeted.save(str(folder / MODEL_CARD_FILE))
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    target = getattr(repo_url, "repo_id", None) or repo_id
-    # Exact names (escaped: fnmatch would read `[` as a pattern), so the upload is the list checked above.
-    commit = api.upload_folder(
-        repo_id=target,
-        folder_path=str(folder),
-        commit_message=commit_message,
-        allow_patterns=[glob.escape(name) for name in files],
-        repo_type="model",
-    )
+    try:
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        target = getattr(repo_url, "repo_id", None) or repo_id
+        # Exact names (escaped: fnmatch would read `[` as a pattern), so the upload is the list checked above.
+        commit = api.upload_folder(
+            repo_id=target,
+            folder_path=str(folder),
+            commit_message=commit_message,
+            allow_patterns=[glob.escape(name) for name in files],
+            repo_type="model",
+        )
+    except Exception as error:
+        raise _push_error(error, repo_id) from error
     commit_url = getattr(commit, "commit_url", None)
     return PushResult(target, files, dry_run=False, commit_url=commit_url, **card_changes)
+
+
+def _push_error(error: Exception, repo_id: str) -> Exception:
+    """A failed push as an `OSError` with a one-line message saying what to do; other errors unchanged."""
+    if is_connection_error(error):
+        return ConnectionError(
+            f"Could not reach the Hugging Face Hub to push to {repo_id} ({connection_failure_reason(error)}). "
+            "Check the network (or proxy settings) and try again; nothing was uploaded."
+        )
+    status = _http_status(error)
+    if status in (401, 403):
+        return PermissionError(
+            f"The Hugging Face Hub refused the push to {repo_id} (HTTP {status}): log in with `hf auth login` or set "
+            "HF_TOKEN, with a token that may write to that repo or namespace."
+        )
+    if status is not None:
+        return OSError(f"The Hugging Face Hub refused the push to {repo_id} (HTTP {status}): {one_line(str(error))}")
+    return error
 
 
 __all__ = [
@@ -414,9 +511,14 @@ __all__ = [
     "MODEL_CARD_TEMPLATE",
     "PushResult",
     "check_pushable",
+    "connection_failure_reason",
+    "error_chain",
     "evaluation_results",
     "files_to_upload",
     "hub_id_or_none",
+    "hub_offline",
+    "is_connection_error",
+    "one_line",
     "push_to_hub",
     "render_model_card",
     "required_code_files",

@@ -519,6 +519,9 @@ class BaSamModel(BaSamPreTrainedModel, SamModel):
         )
 
 
+# Remote code: save_pretrained copies this file and its imports next to the weights (see configuration_basam).
+BaSamModel.register_for_auto_class("AutoModelForMaskGeneration")
+
 __all__ = [
     "BaSamModel",
     "BaSamPreTrainedModel",

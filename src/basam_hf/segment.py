@@ -1,5 +1,8 @@
 """Segmenting one image: from box / point prompts, or automatic mask generation, at any input size."""
 
+import math
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +24,75 @@ OVERLAY_COLORS = (
 )
 
 
+def _coordinates(values: Sequence[float], count: int, what: str) -> list[float]:
+    values = list(values)
+    if len(values) != count:
+        raise ValueError(f"{what} must have {count} coordinates, got {len(values)}: {values}.")
+    try:
+        values = [float(value) for value in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} has a coordinate that is not a number: {values}.") from None
+    if not all(math.isfinite(value) for value in values):
+        raise ValueError(f"{what} has a coordinate that is not a finite number: {values}.")
+    return values
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def check_prompts(
+    width: int,
+    height: int,
+    *,
+    boxes: Sequence[Sequence[float]] | None = None,
+    points: Sequence[Sequence[float]] | None = None,
+) -> tuple[list[list[float]] | None, list[list[float]] | None, list[str]]:
+    """Prompts in pixels of a `width` x `height` image, checked: what [`segment_image`] (and so `basam-hf segment`
+    and the demo) accepts.
+
+    A box `(x1, y1, x2, y2)` needs `x2 > x1` and `y2 > y1`; a box reaching outside the image is clipped to it (the
+    image spans `0..width` x `0..height`), and a note says so. A box or a point entirely outside the image means
+    nothing and is refused, as are coordinates that are not finite numbers.
+
+    Returns:
+        `(boxes, points, notes)`: the boxes (clipped) and points as float lists (`None` where none were given), and
+        one note per clipped box.
+
+    Raises:
+        ValueError: naming the prompt (1-based) and what is wrong with it.
+    """
+    notes = []
+    checked_boxes = None
+    if boxes:
+        checked_boxes = []
+        for number, box in enumerate(boxes, start=1):
+            x1, y1, x2, y2 = _coordinates(box, 4, f"Box {number}")
+            shown = f"Box {number} ({', '.join(map(_number, (x1, y1, x2, y2)))})"
+            if x2 <= x1 or y2 <= y1:
+                raise ValueError(f"{shown} is empty: a box is X1 Y1 X2 Y2 with X2 > X1 and Y2 > Y1.")
+            if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+                raise ValueError(f"{shown} lies entirely outside the {width}x{height} image.")
+            clipped = [max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))]
+            if clipped != [x1, y1, x2, y2]:
+                notes.append(
+                    f"{shown} reaches outside the {width}x{height} image: clipped to "
+                    f"({', '.join(map(_number, clipped))})."
+                )
+            checked_boxes.append(clipped)
+    checked_points = None
+    if points:
+        checked_points = []
+        for number, point in enumerate(points, start=1):
+            x, y = _coordinates(point, 2, f"Point {number}")
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ValueError(
+                    f"Point {number} ({_number(x)}, {_number(y)}) lies outside the {width}x{height} image."
+                )
+            checked_points.append([x, y])
+    return checked_boxes, checked_points, notes
+
+
 @torch.no_grad()
 def segment_image(
     model,
@@ -37,7 +109,11 @@ def segment_image(
     Args:
         boxes: `(x1, y1, x2, y2)` boxes.
         points: `(x, y)` points, with `labels` 1 (object, the default) or 0 (background).
-        size: model input size (longest edge); the processor's own size by default.
+        size: model input size (longest edge); the processor's own size by default. The model input is a square of
+            `size` rounded up to a multiple of the patch size (the image resized, then padded).
+
+    Prompts are checked by [`check_prompts`]: one that cannot mean anything raises a `ValueError`; a box reaching
+    outside the image is clipped to it, with a `UserWarning`.
 
     Returns:
         `masks` `(n, height, width)` bool at the image size and `scores` `(n,)` (SAM's predicted IoU).
@@ -46,15 +122,20 @@ def segment_image(
         raise ValueError("Give at least one box or one point.")
     if points and labels is not None and len(labels) != len(points):
         raise ValueError(f"Got {len(points)} points but {len(labels)} labels.")
+    if labels is not None and any(label not in (0, 1) for label in labels):
+        raise ValueError(f"Point labels are 1 (object) or 0 (background), got {list(labels)}.")
     image = to_rgb(image)
+    boxes, points, notes = check_prompts(image.width, image.height, boxes=boxes, points=points)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=3)
     processor_kwargs = {}
     if boxes:
-        processor_kwargs["input_boxes"] = [[list(map(float, box)) for box in boxes]]
+        processor_kwargs["input_boxes"] = [boxes]
     if points:
-        labels = [1] * len(points) if labels is None else list(labels)
+        labels = [1] * len(points) if labels is None else [int(label) for label in labels]
         # With boxes, SAM pairs one point group per box; without, all points describe one object.
         groups = len(boxes) if boxes else 1
-        processor_kwargs["input_points"] = [[[list(map(float, p)) for p in points]] * groups]
+        processor_kwargs["input_points"] = [[points] * groups]
         processor_kwargs["input_labels"] = [[labels] * groups]
     if size is not None:
         processor_kwargs["size"] = size
@@ -130,12 +211,21 @@ def overlay_masks(image: Image.Image, masks: np.ndarray, alpha: float = 0.5) -> 
 
 
 def save_masks(masks: np.ndarray, image: Image.Image, output_dir: str | Path, stem: str = "mask") -> list[Path]:
-    """Write `stem_00.png`, ... (0/255) and `overlay.png` into `output_dir`; return the paths written."""
+    """Write `stem_000.png`, `stem_001.png`, ... (0/255; at least 3 digits, so the names sort in order) and
+    `overlay.png` into `output_dir`; return the paths written. The masks and overlay of an earlier run in
+    `output_dir` (`stem_<digits>.png`, `overlay.png`) are removed first, so the folder holds exactly this run's."""
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"The output {output_dir} is a file, not a folder.")
     output_dir.mkdir(parents=True, exist_ok=True)
+    earlier = re.compile(rf"{re.escape(stem)}_\d+\.png")
+    for path in output_dir.iterdir():
+        if path.is_file() and (earlier.fullmatch(path.name) or path.name == "overlay.png"):
+            path.unlink()
+    digits = max(3, len(str(len(masks) - 1)))
     paths = []
     for index, mask in enumerate(masks):
-        path = output_dir / f"{stem}_{index:02d}.png"
+        path = output_dir / f"{stem}_{index:0{digits}d}.png"
         Image.fromarray(mask.astype(np.uint8) * 255).save(path)
         paths.append(path)
     overlay = output_dir / "overlay.png"
