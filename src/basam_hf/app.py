@@ -222,13 +222,15 @@ def write_sample_images(folder: str | os.PathLike) -> list[Path]:
 
 class DemoModels:
     """The demo's model, its processor, and the same weights under other BA settings (loaded on first use, the
-    last `max_variants` kept): BA off for the comparison, and whatever the page's BA settings ask for."""
+    last `max_variants` kept): BA off for the comparison, and whatever the page's BA settings ask for. `dtype` (or
+    `torch_dtype`): `"float32"`, `"bfloat16"` or `"float16"`, for the model and its variants (see
+    [`basam_hf.evaluation.load_model`]); default the saved dtype."""
 
-    def __init__(self, name: str | os.PathLike = "default", max_variants: int = 2):
+    def __init__(self, name: str | os.PathLike = "default", max_variants: int = 2, *, dtype=None, torch_dtype=None):
         from .evaluation import load_model, load_processor
 
         self.name = str(name)
-        self.model = load_model(name)
+        self.model = load_model(name, dtype=dtype, torch_dtype=torch_dtype)
         self.processor = load_processor(name, self.model)
         self.vision_config = self.model.config.vision_config
         self.max_variants = max_variants
@@ -446,6 +448,8 @@ def build_demo(
     size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     models: DemoModels | None = None,
+    dtype=None,
+    torch_dtype=None,
 ):
     """The demo page (a `gr.Blocks`, queued, one prediction at a time) for a BA-SAM repo id, folder or `default`.
 
@@ -453,13 +457,15 @@ def build_demo(
         min_size, max_size, size: the input-size slider (longest edge; default half to twice the model's size).
         max_pixels: larger images are refused with a message.
         models: an already loaded [`DemoModels`] (else loaded from `model`).
+        dtype: `"float32"`, `"bfloat16"` or `"float16"` (or `torch_dtype`, its alias) to load `model` in; default
+            the saved dtype. Not used with `models`.
 
     Raises:
         ImportError: without Gradio (the message gives the pip command).
         FileNotFoundError, OSError, ValueError: when the model cannot be loaded (e.g. `default` not installed).
     """
     gr = _import_gradio()
-    models = models if models is not None else DemoModels(model)
+    models = models if models is not None else DemoModels(model, dtype=dtype, torch_dtype=torch_dtype)
     vision = models.vision_config
     sizes = SizeRange.for_model(vision.image_size, vision.patch_size, min_size, max_size, size)
     models.warm_up(sizes.minimum)
@@ -518,7 +524,8 @@ def build_demo(
         )
 
     description = (
-        f"Model **{models.name}**: pretrained at {vision.pretrain_image_size} px, patch {vision.patch_size}; BA: "
+        f"Model **{models.name}** ({str(models.model.dtype).removeprefix('torch.')}): pretrained at "
+        f"{vision.pretrain_image_size} px, patch {vision.patch_size}; BA: "
         f"`{own['bias_mode']}` bias, `{own['attention_scaling']}` attention scaling.\n\n"
         "Pick a sample or upload an image, click points on it (or two corners of a box), choose the input size and "
         "press **Run**: left, BA-SAM's mask; right, the mask of the same weights with BA switched off (plain SAM)."
@@ -672,7 +679,12 @@ def run_demo_command(args: argparse.Namespace) -> int:
         return 1
     try:
         demo = build_demo(
-            args.model, min_size=args.min_size, max_size=args.max_size, size=args.size, max_pixels=args.max_pixels
+            args.model,
+            min_size=args.min_size,
+            max_size=args.max_size,
+            size=args.size,
+            max_pixels=args.max_pixels,
+            dtype=getattr(args, "dtype", None),
         )
     except (OSError, ValueError) as error:  # missing default model, bad folder or repo id, bad sizes
         print(f"basam-hf demo: error: {error}", file=sys.stderr)

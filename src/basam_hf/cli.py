@@ -82,6 +82,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             jitter=args.jitter,
             negatives=args.negatives,
             accelerator=accelerator,
+            dtype=args.dtype,
         )
     except (OSError, ValueError) as error:  # bad model / dataset / column / size: the message says which
         print(f"basam-hf evaluate: error: {error}", file=sys.stderr)
@@ -129,7 +130,9 @@ def _compare(args: argparse.Namespace) -> int:
 
     try:
         seed = {} if args.seed is None else {"seed": args.seed}
-        summary = compare(args.model, args.sizes, num_samples=args.samples, output_dir=args.output, **seed)
+        summary = compare(
+            args.model, args.sizes, num_samples=args.samples, output_dir=args.output, dtype=args.dtype, **seed
+        )
     except (OSError, ValueError) as error:  # missing model, bad size: the message says which
         print(f"basam-hf compare: error: {error}", file=sys.stderr)
         return 1
@@ -367,7 +370,7 @@ def _segment(args: argparse.Namespace) -> int:
     try:
         image = Image.open(args.image)
         image.load()
-        model = load_model(args.model)
+        model = load_model(args.model, dtype=args.dtype)
         processor = load_processor(args.model, model)
         if args.automatic:
             masks, scores = generate_masks(
@@ -419,6 +422,22 @@ def add_segment_command(commands) -> None:
     segment.set_defaults(func=_segment)
 
 
+# Commands that run a model for inference, and so take --dtype.
+DTYPE_COMMANDS = ("evaluate", "compare", "segment", "demo")
+
+
+def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    """`--dtype {float32,bfloat16,float16}`: the floating-point type of the weights and of the computation."""
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="floating-point type of the weights and the computation (default: the model's own, float32 for the "
+        "embedded model). bfloat16 is faster only on CPUs with native bfloat16 (AVX-512 BF16, AMX) and on GPUs; "
+        "elsewhere slower. Masks are upsampled and scored in float32",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basam-hf", description="BA-SAM for Hugging Face transformers.")
     parser.add_argument("--version", action="version", version=f"basam-hf {__version__}")
@@ -456,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
         "coefficient has no effect",
     )
     official.set_defaults(func=_convert_official)
+    for name in DTYPE_COMMANDS:
+        _add_dtype_argument(commands.choices[name])
     return parser
 
 
