@@ -433,8 +433,8 @@ def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
         choices=("float32", "bfloat16", "float16"),
         default=None,
         help="floating-point type of the weights and the computation (default: the model's own, float32 for the "
-        "embedded model). bfloat16 is faster only on CPUs with native bfloat16 (AVX-512 BF16, AMX) and on GPUs; "
-        "elsewhere slower. Masks are upsampled and scored in float32",
+        "embedded model). On a CPU, bfloat16 / float16 can be faster only with native support (AVX-512 BF16 / FP16, "
+        "AMX); without it they are several times slower (see the README). Masks are upsampled and scored in float32",
     )
 
 

@@ -448,8 +448,8 @@ def evaluate(
         on_records: called on every process with each batch's gathered new records (progress reporting, tests).
         label: the model's name in progress bars (default: BA-SAM, and SAM for the `compare_sam` copy).
         dtype: `"float32"`, `"bfloat16"` or `"float16"` (or `torch_dtype`, its alias): the model is loaded in it (a
-            model object is converted); default the model's own. Inputs go to the model in its dtype; the masks
-            are brought back to the image size and scored in float32. Recorded in the summary.
+            model object is converted); default the model's own. Pixels go to the model in its dtype, prompts in
+            float32; the masks are brought back to the image size and scored in float32. Recorded in the summary.
     """
 
     if protocol not in PROTOCOLS:
