@@ -197,7 +197,7 @@ def test_segment_command(model_dir, scene, dtype, tmp_path, capsys, single_threa
     assert "overlaid" in capsys.readouterr().out
 
 
-def test_dtype_option_refuses_other_types(model_dir, scene, capsys):
+def test_dtype_option_refuses_other_types(scene, capsys):
     for command in ("segment", "evaluate", "compare", "demo"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, *([str(scene["image"])] if command == "segment" else []), "--dtype", "float64"])
