@@ -7,6 +7,8 @@ timeout. All variants share the same seeded random weights (SAM ViT-B dimensions
     python benchmarks/bench_encoder.py                      # 1024 and 2048, ViT-B, 3 repeats
     python benchmarks/bench_encoder.py --large              # + 4096
     python benchmarks/bench_encoder.py --tiny --sizes 256 512 --repeats 1   # smoke test, seconds
+    python benchmarks/bench_encoder.py --sizes 1024 --variants basam-default --dtypes float32 bfloat16 --rounds 2
+                                                            # low precision: each variant also in bfloat16
 
 Writes `benchmarks/results/encoder-<timestamp>.json` (+ `.md`) and prints a Markdown table. See README.md.
 """
@@ -52,6 +54,9 @@ VARIANTS = {
     "basam-default": {"kind": "basam", "attn": "sdpa", "ba": BA_DEFAULT},
 }
 REFERENCE = "hf-sdpa"
+# `--dtypes`: a variant run in another dtype is named `<variant>@<dtype>` (e.g. `basam-default@bfloat16`): same
+# weights (drawn in float32, then converted), same input (converted), compared with the float32 run of the same run.
+DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}  # bytes per element
 # How many (heads, N, N) float tensors a global layer of HF SAM holds at its peak (measured at 1024 with
 # bench_attention.py: 1608 MiB extra for sdpa, 2328 MiB for eager, one tensor being 768 MiB). sdpa: the mask twice,
 # because `rel_h[..., None] + rel_w[..., None, :]` comes out in the permuted layout of the einsum outputs, so the
@@ -61,6 +66,18 @@ FULL_MATRICES = {"sdpa": 2, "eager": 3}
 # Interpreter + torch + ViT-B weights + activations, besides the attention matrices (measured: ~1.6 GiB at 1024).
 BASE_BYTES = 2 * GIB
 TARGETS = {"default_1024": 1.05, "off_1024": 1.02, "rss_2048_vs_1024": 1.5}
+
+
+def variant_spec(name: str) -> dict:
+    """The VARIANTS entry of `name`, with its `dtype` (float32 unless named `<variant>@<dtype>`) and `base` name."""
+    base, _, dtype = name.partition("@")
+    return dict(VARIANTS[base], base=base, dtype=dtype or "float32")
+
+
+def with_dtypes(variants: list[str], dtypes: list[str]) -> list[str]:
+    """Each variant followed by its runs in the other dtypes (float32 is the plain name): `a, a@bfloat16, b, ...`, so
+    the runs of one variant in the two dtypes are back to back (the same machine load)."""
+    return [variant if dtype == "float32" else f"{variant}@{dtype}" for variant in variants for dtype in dtypes]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -75,7 +92,7 @@ def build_model(spec: dict):
     from basam_hf import BaSamConfig, BaSamModel
     from basam_hf.pos_embed import resize_position_embeddings
 
-    dims, variant = spec["dims"], VARIANTS[spec["variant"]]
+    dims, variant = spec["dims"], variant_spec(spec["variant"])
     base_size = dims["image_size"]
     torch.manual_seed(spec["seed"])
     if variant["kind"] == "sam":
@@ -108,7 +125,7 @@ def build_model(spec: dict):
         return resized[0].T
 
     randomize_parameters(model.vision_encoder, spec["seed"], shape_for=shape_for, adapt=adapt)
-    return model
+    return model.to(getattr(torch, variant["dtype"]))
 
 
 def classify_error(error: BaseException) -> str:
@@ -135,15 +152,17 @@ def run_child(spec: dict) -> dict:
         result["phase"] = "build"
         model = build_model(spec)
         generator = torch.Generator().manual_seed(spec["seed"] + 1)
-        pixel_values = torch.randn(1, 3, spec["size"], spec["size"], generator=generator)
+        pixel_values = torch.randn(1, 3, spec["size"], spec["size"], generator=generator).to(model.dtype)
+        result["dtype"] = str(model.dtype).removeprefix("torch.")
         result["rss_after_build_mib"] = round(read_proc_status("VmRSS") / MIB, 1)
         result["peak_rss_build_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        if VARIANTS[spec["variant"]]["kind"] == "basam":
+        if variant_spec(spec["variant"])["kind"] == "basam":
             from basam_hf.modeling_basam import query_chunk_rows
 
             grid = spec["size"] // spec["dims"]["patch_size"]
             budget = model.config.vision_config.attention_memory_budget_mb
-            rows = query_chunk_rows(budget, 1, spec["dims"]["num_attention_heads"], grid * grid, 4)
+            element_size = pixel_values.element_size()
+            rows = query_chunk_rows(budget, 1, spec["dims"]["num_attention_heads"], grid * grid, element_size)
             result["global_attention"] = {
                 "budget_mb": budget,
                 "chunk_rows": min(rows, grid * grid),
@@ -178,7 +197,7 @@ def run_child(spec: dict) -> dict:
             embedding_shape=list(embeddings.shape),
         )
         if spec.get("embedding_path"):
-            torch.save(embeddings.clone(), spec["embedding_path"])
+            torch.save(embeddings.float(), spec["embedding_path"])  # float32 copy: compared across dtypes
     except BaseException as error:  # noqa: BLE001 - MemoryError, RuntimeError (allocator), ValueError (size check)
         result["reason"] = classify_error(error)
         result["traceback_tail"] = traceback.format_exc().strip().splitlines()[-6:]
@@ -200,10 +219,10 @@ def default_timeout(size: int, repeats: int, warmup: int) -> float:
 
 def native_plan(variant: str, size: int, dims: dict, max_bytes: int, margin_bytes: int) -> str | None:
     """None if the native HF variant may run at `size`, else the reason it is skipped (from the memory arithmetic)."""
-    attn = VARIANTS[variant]["attn"]
+    attn = variant_spec(variant)["attn"]
     grid = size // dims["patch_size"]
     tokens = grid * grid
-    matrix = attention_matrix_bytes(size, dims)
+    matrix = attention_matrix_bytes(size, dims, DTYPES[variant_spec(variant)["dtype"]])
     need = FULL_MATRICES[attn] * matrix + BASE_BYTES
     available = mem_available_bytes()
     what = (
@@ -312,7 +331,7 @@ def reference_for(size: int, variant: str, table: dict, base_size: int) -> tuple
         return REFERENCE, f"hf-sdpa@{size}"
     if table.get((size, "hf-sdpa-native"), {}).get("status") == "ok":
         return "hf-sdpa-native", f"hf-sdpa-native@{size}"
-    own = variant if not VARIANTS[variant].get("native") else REFERENCE
+    own = variant if not variant_spec(variant).get("native") else REFERENCE
     if size != base_size and table.get((base_size, own), {}).get("status") == "ok":
         return f"{base_size}:{own}", f"{own}@{base_size}"
     return None, "none"
@@ -326,6 +345,55 @@ def compare_embeddings(paths: dict, size: int, variant: str, ref_variant: str) -
         return None
     x, y = torch.load(a), torch.load(b)
     return float((x - y).abs().max()) if x.shape == y.shape else None
+
+
+def dtype_comparison(table: dict, paths: dict, size: int, variant: str) -> dict:
+    """A low-precision run against the float32 run of the same variant, size and benchmark run: `dtype`, time, CPU
+    and peak-RSS ratios, and how far its image embeddings are from float32's (max abs difference, and relative to
+    the largest float32 value)."""
+    spec = variant_spec(variant)
+    entry, reference = table[(size, variant)], table.get((size, spec["base"]), {})
+    row = {"dtype": spec["dtype"], "float32_ref": f"{spec['base']}@{size}"}
+    if reference.get("status") != "ok":
+        return row | {"float32_ref": f"{spec['base']}@{size}: not measured"}
+    row["time_vs_float32"] = round(entry["median_s"] / reference["median_s"], 3)
+    row["cpu_vs_float32"] = round(entry["cpu_s_per_run"] / reference["cpu_s_per_run"], 3)
+    row["rss_vs_float32"] = round(entry["peak_rss_mib"] / reference["peak_rss_mib"], 3)
+    row["speedup_vs_float32"] = round(reference["median_s"] / entry["median_s"], 3)
+    a, b = paths.get((size, variant)), paths.get((size, spec["base"]))
+    if a and b and Path(a).exists() and Path(b).exists():
+        import torch
+
+        x, y = torch.load(a), torch.load(b)
+        if x.shape == y.shape:
+            row["max_abs_diff_vs_float32"] = float((x - y).abs().max())
+            row["rel_diff_vs_float32"] = round(row["max_abs_diff_vs_float32"] / float(y.abs().max()), 5)
+    return row
+
+
+def dtype_markdown(rows: list[dict]) -> list[str]:
+    """The low-precision rows as a table of ratios to float32 (empty without such rows)."""
+    rows = [row for row in rows if row.get("dtype") and row["status"] == "ok"]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Low precision against float32 (same variant, size and run):",
+        "",
+        "| input | variant | dtype | median s | time × float32 | speed-up | CPU s/run × float32 | peak RSS × float32 "
+        "| max abs Δ vs float32 (relative) | others' CPU (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        diff = row.get("max_abs_diff_vs_float32")
+        lines.append(
+            f"| {row['size']} | {variant_spec(row['variant'])['base']} | {row['dtype']} | {row['median_s']:.2f} | "
+            f"{fmt_ratio(row.get('time_vs_float32'))} | {fmt_ratio(row.get('speedup_vs_float32'))} | "
+            f"{fmt_ratio(row.get('cpu_vs_float32'))} | {fmt_ratio(row.get('rss_vs_float32'))} | "
+            + ("" if diff is None else f"{diff:.2e} ({row['rel_diff_vs_float32']:.1e})")
+            + f" | {'' if row.get('others_cpu_cores') is None else format(row['others_cpu_cores'], '.2f')} |"
+        )
+    return lines
 
 
 def markdown(report: dict) -> str:
@@ -366,6 +434,7 @@ def markdown(report: dict) -> str:
                 others="" if row.get("others_cpu_cores") is None else f"{row['others_cpu_cores']:.2f}",
             )
         )
+    lines += dtype_markdown(report["rows"])
     if report["notes"]:
         lines += [""] + [f"- {note}" for note in report["notes"]]
     lines += ["", "Targets:"] + [f"- {t['target']}: **{t['result']}** ({t['detail']})" for t in report["targets"]]
@@ -445,6 +514,14 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048], help="input sizes (multiples of 16)")
     parser.add_argument("--large", action="store_true", help="also 4096")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=list(DTYPES),
+        default=["float32"],
+        help="run every variant in each of these dtypes (default: float32); the others are reported as ratios to "
+        "float32 of the same run, which is then always included",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per child (median reported); >= 1")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
@@ -490,6 +567,8 @@ def main(argv=None) -> int:
             parser.error(f"size {size} is not a multiple of the patch size {dims['patch_size']}")
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    dtypes = ["float32"] + [dtype for dtype in dict.fromkeys(args.dtypes) if dtype != "float32"]
+    variants = with_dtypes(args.variants, dtypes)
     stamp = timestamp()
     output = args.output or Path(__file__).resolve().parent / "results" / f"encoder-{stamp}.json"
     max_bytes, margin = int(args.max_gib * GIB), int(args.margin_gib * GIB)
@@ -500,7 +579,8 @@ def main(argv=None) -> int:
             "dims": dims,
             "weights": "seeded normal std 0.02 per parameter name (biases 0, norms 1), same in every variant",
             "sizes": sizes,
-            "variants": args.variants,
+            "variants": variants,
+            "dtypes": dtypes,
             "repeats": args.repeats,
             "warmup": args.warmup,
             "rounds": args.rounds,
@@ -508,7 +588,8 @@ def main(argv=None) -> int:
             "seed": args.seed,
             "budget_mb": args.budget_mb,
             "max_gib_per_child": args.max_gib,
-            "timed_call": "model.get_image_embeddings(pixel_values) under torch.inference_mode(), batch 1, fp32",
+            "timed_call": "model.get_image_embeddings(pixel_values) under torch.inference_mode(), batch 1, weights "
+            "and input in the variant's dtype (float32 unless named <variant>@<dtype>)",
             "peak_rss": "ru_maxrss of the child (whole process: interpreter, torch, model, inference)",
         },
         "machine": machine_description(),
@@ -524,10 +605,10 @@ def main(argv=None) -> int:
         for size in sizes:
             timeout = args.timeout or default_timeout(size, args.repeats, args.warmup)
             for round_index in range(args.rounds if size <= base else 1):
-                order = args.variants if round_index % 2 == 0 else list(reversed(args.variants))
+                order = variants if round_index % 2 == 0 else list(reversed(variants))
                 for variant in order:
                     key = (size, variant)
-                    if VARIANTS[variant].get("native"):
+                    if variant_spec(variant).get("native"):
                         if size == base:
                             continue  # identical to the non-native variant at the configured size
                         reason = native_plan(variant, size, dims, max_bytes, margin)
@@ -582,7 +663,7 @@ def main(argv=None) -> int:
                         else f"against each variant's own {base} result (HF variants: against hf-sdpa@{base})."
                     )
                 )
-            for variant in args.variants:
+            for variant in variants:
                 entry = table.get((size, variant))
                 if entry is None:
                     continue
@@ -596,9 +677,13 @@ def main(argv=None) -> int:
                         row["rss_ratio"] = round(entry["peak_rss_mib"] / ref["peak_rss_mib"], 3)
                         if ":" not in ref_key:
                             row["max_abs_diff_vs_ref"] = compare_embeddings(embedding_paths, size, variant, ref_key)
-                    own = table.get((base, variant.removesuffix("-native")), {})
+                    spec = variant_spec(variant)
+                    own_name = variant.replace(spec["base"], spec["base"].removesuffix("-native"), 1)
+                    own = table.get((base, own_name), {})
                     if size != base and own.get("status") == "ok":
                         row["rss_vs_own_base"] = round(entry["peak_rss_mib"] / own["peak_rss_mib"], 3)
+                    if spec["dtype"] != "float32":
+                        row.update(dtype_comparison(table, embedding_paths, size, variant))
                 rows.append(row)
         report["rows"] = rows
         report["notes"] = notes + [
@@ -615,6 +700,16 @@ def main(argv=None) -> int:
                 "(from /proc/stat minus the child's CPU time); > 0 means the timings were taken on a loaded machine."
             ),
         ]
+        if len(dtypes) > 1:
+            machine = report["machine"]
+            report["notes"].append(
+                f"Low precision ({', '.join(dtypes[1:])}): weights drawn in float32 and converted, input converted; "
+                "time × float32 is against the float32 run of the same variant in this run (speed-up = its "
+                "inverse); max abs Δ compares the image embeddings with float32's. Whether bfloat16 / float16 is "
+                "fast depends on the CPU: torch's CPU capability here is "
+                f"{machine.get('cpu_capability')}, low-precision CPU flags: "
+                f"{', '.join(machine.get('low_precision_cpu_flags') or []) or 'none'}."
+            )
         report["targets"] = check_targets(table, sizes, base)
         report["measurements"] = {f"{size}:{variant}": entry for (size, variant), entry in table.items()}
     report["loadavg_end"] = os.getloadavg()

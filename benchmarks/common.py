@@ -142,6 +142,32 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# CPU flags that give native low-precision arithmetic (oneDNN uses them for bfloat16 / float16 matmuls and convolutions;
+# without them torch falls back to much slower kernels).
+LOW_PRECISION_FLAGS = (
+    "avx512_bf16",
+    "amx_bf16",
+    "avx512_fp16",
+    "amx_fp16",
+    "avx_ne_convert",
+    "avx512_vnni",
+    "amx_tile",
+)
+
+
+def low_precision_cpu_flags() -> list[str]:
+    """Which of [`LOW_PRECISION_FLAGS`] the CPU reports (Linux, /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [flag for flag in LOW_PRECISION_FLAGS if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
 def git_state() -> dict:
     def run(*args):
         try:
@@ -179,6 +205,8 @@ def machine_description() -> dict:
         pass
     return {
         "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "low_precision_cpu_flags": low_precision_cpu_flags(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)),
         "ram_total_gib": round(total / GIB, 2) if total else None,

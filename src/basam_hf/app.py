@@ -225,14 +225,21 @@ class DemoModels:
     last `max_variants` kept): BA off for the comparison, and whatever the page's BA settings ask for."""
 
     def __init__(
-        self, name: str | os.PathLike = "default", max_variants: int = 2, ba_settings: Mapping[str, Any] | None = None
+        self,
+        name: str | os.PathLike = "default",
+        max_variants: int = 2,
+        ba_settings: Mapping[str, Any] | None = None,
+        *,
+        dtype=None,
+        torch_dtype=None,
     ):
         """`ba_settings` (BA fields, e.g. `{"bias_mode": "none"}`) replace the model's own: the page starts from them
-        (`basam-hf demo --bias-mode ...`)."""
+        (`basam-hf demo --bias-mode ...`). `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or `"float16"` for
+        the model and its variants (see [`basam_hf.evaluation.load_model`]); default the saved dtype."""
         from .evaluation import ba_variant, load_model, load_processor
 
         self.name = str(name)
-        self.model = load_model(name)
+        self.model = load_model(name, dtype=dtype, torch_dtype=torch_dtype)
         if ba_settings:
             self.model = ba_variant(self.model, **ba_settings)
         self.processor = load_processor(name, self.model)
@@ -453,6 +460,8 @@ def build_demo(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     models: DemoModels | None = None,
     ba_settings: Mapping[str, Any] | None = None,
+    dtype=None,
+    torch_dtype=None,
 ):
     """The demo page (a `gr.Blocks`, queued, one prediction at a time) for a BA-SAM repo id, folder or `default`.
 
@@ -461,13 +470,19 @@ def build_demo(
         max_pixels: larger images are refused with a message.
         models: an already loaded [`DemoModels`] (else loaded from `model`, with `ba_settings`).
         ba_settings: BA fields replacing the model's own settings (the page starts from them).
+        dtype: `"float32"`, `"bfloat16"` or `"float16"` (or `torch_dtype`, its alias) to load `model` in; default
+            the saved dtype. Not used with `models`.
 
     Raises:
         ImportError: without Gradio (the message gives the pip command).
         FileNotFoundError, OSError, ValueError: when the model cannot be loaded (e.g. `default` not installed).
     """
     gr = _import_gradio()
-    models = models if models is not None else DemoModels(model, ba_settings=ba_settings)
+    models = (
+        models
+        if models is not None
+        else DemoModels(model, ba_settings=ba_settings, dtype=dtype, torch_dtype=torch_dtype)
+    )
     vision = models.vision_config
     sizes = SizeRange.for_model(vision.image_size, vision.patch_size, min_size, max_size, size)
     models.warm_up(sizes.minimum)
@@ -526,7 +541,8 @@ def build_demo(
         )
 
     description = (
-        f"Model **{models.name}**: pretrained at {vision.pretrain_image_size} px, patch {vision.patch_size}; BA: "
+        f"Model **{models.name}** ({str(models.model.dtype).removeprefix('torch.')}): pretrained at "
+        f"{vision.pretrain_image_size} px, patch {vision.patch_size}; BA: "
         f"`{own['bias_mode']}` bias, `{own['attention_scaling']}` attention scaling.\n\n"
         "Pick a sample or upload an image, click points on it (or two corners of a box), choose the input size and "
         "press **Run**: left, BA-SAM's mask; right, the mask of the same weights with BA switched off (plain SAM)."
@@ -670,6 +686,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         size=args.size,
         max_pixels=args.max_pixels,
         ba_settings=ba_settings_from_args(args),
+        dtype=getattr(args, "dtype", None),
     )
     print(f"Starting the BA-SAM demo of {args.model} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     # SIGTERM (service managers, the tests) ends the process like Ctrl-C, so exit handlers remove the files.

@@ -91,14 +91,24 @@ def euclidean_bias(
     row_distances: torch.Tensor,
     col_distances: torch.Tensor,
     query_rows: slice,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """`-m_h * sqrt(dy**2 + dx**2)` for the flattened queries `query_rows` against all keys: `(heads, rows, H * W)`.
 
-    Euclidean distance does not split into row and column terms, so it is built per query chunk.
+    Euclidean distance does not split into row and column terms, so it is built per query chunk. It is computed in
+    the distances' dtype (float32 in the model) and returned in `dtype` (default the same), rounded once: a
+    bfloat16 model gets the float32 bias rounded to bfloat16, without a float32 copy of the whole chunk when no
+    gradient is needed.
     """
     height, width = row_distances.shape[0], col_distances.shape[0]
     queries = torch.arange(height * width, device=row_distances.device)[query_rows]
     dy = row_distances[queries // width]  # (rows, H)
     dx = col_distances[queries % width]  # (rows, W)
     distance = torch.sqrt(dy[:, :, None] ** 2 + dx[:, None, :] ** 2).reshape(len(queries), height * width)
-    return -slopes.to(distance.dtype)[:, None, None] * distance
+    negative_slopes = -slopes.to(distance.dtype)[:, None, None]
+    if dtype is None or dtype == distance.dtype:
+        return negative_slopes * distance
+    if torch.is_grad_enabled() and negative_slopes.requires_grad:  # `out=` has no autograd
+        return (negative_slopes * distance).to(dtype)
+    out = distance.new_empty((len(negative_slopes), len(queries), height * width), dtype=dtype)
+    return torch.mul(negative_slopes, distance, out=out)  # computed in the inputs' dtype, rounded on store

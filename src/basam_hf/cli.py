@@ -77,7 +77,7 @@ def load_model_from_args(args: argparse.Namespace):
     named `args.model` (for its processor and the reports)."""
     from .evaluation import ba_variant, load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, dtype=getattr(args, "dtype", None))
     settings = ba_settings_from_args(args)
     if settings:
         model = ba_variant(model, **settings)
@@ -285,6 +285,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         negatives=args.negatives,
         normalize_maps=args.normalize_maps,
         accelerator=accelerator,
+        dtype=args.dtype,
     )
     if accelerator.is_main_process:
         print(markdown_table(summary), end="")
@@ -342,7 +343,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     seed = {} if args.seed is None else {"seed": args.seed}
     model = _model_with_settings(args)
-    summary = compare(model, args.sizes, num_samples=args.samples, output_dir=args.output, **seed)
+    summary = compare(model, args.sizes, num_samples=args.samples, output_dir=args.output, dtype=args.dtype, **seed)
     print((Path(args.output) / RESULTS_TABLE).read_text(encoding="utf-8"), end="")
     seconds = sum(result["seconds"] for result in summary["results"])
     print(
@@ -743,6 +744,22 @@ def quiet_known_warnings():
             logging.getLogger(name).removeFilter(log_filter)
 
 
+# Commands that run a model for inference, and so take --dtype.
+DTYPE_COMMANDS = ("evaluate", "compare", "segment", "demo")
+
+
+def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    """`--dtype {float32,bfloat16,float16}`: the floating-point type of the weights and of the computation."""
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="floating-point type of the weights and the computation (default: the model's own, float32 for the "
+        "embedded model). On a CPU, bfloat16 / float16 can be faster only with native support (AVX-512 BF16 / FP16, "
+        "AMX); without it they are several times slower (see the README). Masks are upsampled and scored in float32",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; building it imports nothing heavy."""
     parser = argparse.ArgumentParser(prog="basam-hf", description="BA-SAM for Hugging Face transformers.")
@@ -766,6 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_segment_command(commands)
     add_demo_command(commands)
     add_convert_commands(commands)
+    for name in DTYPE_COMMANDS:
+        _add_dtype_argument(commands.choices[name])
     return parser
 
 

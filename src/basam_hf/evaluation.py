@@ -95,11 +95,54 @@ def progress_bar(accelerator, iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-def load_model(name: str | os.PathLike):
-    """A `BaSamModel` in eval mode from a repo id, a folder, or `default` (see [`basam_hf.hub.resolve_model`])."""
+# Floating-point types a model can run in (`dtype=` in the Python API, `--dtype` on the command line).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _as_dtype(value) -> torch.dtype:
+    if isinstance(value, torch.dtype) and value in DTYPES.values():
+        return value
+    if isinstance(value, str) and value.removeprefix("torch.") in DTYPES:
+        return DTYPES[value.removeprefix("torch.")]
+    raise ValueError(f"Unsupported dtype {value!r}; use one of {', '.join(DTYPES)}.")
+
+
+def resolve_dtype(dtype=None, torch_dtype=None) -> torch.dtype | None:
+    """The `torch.dtype` asked for by a `dtype` argument or its alias `torch_dtype` (transformers' name before
+    version 5): a name of [`DTYPES`] (`"bfloat16"`, `"torch.bfloat16"`) or the `torch.dtype` itself. `None` when
+    neither is given: the model keeps its own dtype (a saved model loads in the dtype it was saved in, float32 for
+    the embedded default model). Giving both, with different values, is an error."""
+    if dtype is not None and torch_dtype is not None and _as_dtype(dtype) != _as_dtype(torch_dtype):
+        raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; give only one of them.")
+    value = dtype if dtype is not None else torch_dtype
+    return None if value is None else _as_dtype(value)
+
+
+def load_model(name: str | os.PathLike, *, dtype=None, torch_dtype=None):
+    """A `BaSamModel` in eval mode from a repo id, a folder, or `default` (see [`basam_hf.hub.resolve_model`]).
+
+    `dtype` (or its alias `torch_dtype`): `"float32"`, `"bfloat16"` or `"float16"` (or the `torch.dtype`) for the
+    weights and the computation (see [`resolve_dtype`]); default the saved dtype. The functions that take a model
+    name ([`evaluate`], [`basam_hf.study.compare`], [`basam_hf.app.build_demo`], ...) pass theirs on to here."""
     from .modeling_basam import BaSamModel
 
-    return BaSamModel.from_pretrained(resolve_model(name)).eval()
+    dtype = resolve_dtype(dtype, torch_dtype)
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    return BaSamModel.from_pretrained(resolve_model(name), **kwargs).eval()
+
+
+def as_model(model, *, dtype=None, torch_dtype=None):
+    """`model` itself if it is a model, else [`load_model`]`(model)`; in `dtype` when one is given (a model object
+    is converted in place, as `nn.Module.to` does)."""
+    dtype = resolve_dtype(dtype, torch_dtype)
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, dtype=dtype)
+    return model.to(dtype) if dtype is not None and model.dtype != dtype else model
+
+
+def dtype_name(model) -> str:
+    """`"float32"`, `"bfloat16"`, ...: the dtype a model computes in, as reports name it."""
+    return str(model.dtype).removeprefix("torch.")
 
 
 @torch.no_grad()
@@ -237,10 +280,10 @@ def _predict_standard_batch(
     inputs = processor(images=images, size=size, return_tensors="pt", **prompt_kwargs)
     multimask = kind in SINGLE_CLICK_PROMPTS
     device = model.device
-    outputs = model(
+    outputs = model(  # prompts in float32 whatever the model's dtype (see basam_hf.segment.PROMPT_DTYPE)
         pixel_values=inputs["pixel_values"].to(device, model.dtype),
-        input_boxes=inputs["input_boxes"].to(device, model.dtype) if "input_boxes" in inputs else None,
-        input_points=inputs["input_points"].to(device, model.dtype) if "input_points" in inputs else None,
+        input_boxes=inputs["input_boxes"].to(device, torch.float32) if "input_boxes" in inputs else None,
+        input_points=inputs["input_points"].to(device, torch.float32) if "input_points" in inputs else None,
         input_labels=inputs["input_labels"].to(device) if "input_labels" in inputs else None,
         multimask_output=multimask,
     )
@@ -298,7 +341,7 @@ def predict_official(model, processor, samples: Sequence[dict], size: int, seed:
         points = torch.tensor(np.stack([click for _, click in ready]))[:, None, None]
         outputs = model(
             pixel_values=torch.stack(pixels).to(device, model.dtype),
-            input_points=points.to(device, model.dtype),
+            input_points=points.to(device, torch.float32),
             input_labels=torch.ones(len(ready), 1, 1, dtype=torch.long, device=device),
             multimask_output=False,
         )
@@ -407,6 +450,8 @@ def evaluate(
     normalize_maps: bool = False,
     on_records: Callable[[list[dict]], None] | None = None,
     label: str | None = None,
+    dtype=None,
+    torch_dtype=None,
 ) -> dict:
     """Evaluate a model on a segmentation dataset at several input sizes; returns the summary (on every process).
 
@@ -431,6 +476,9 @@ def evaluate(
             [`basam_hf.metrics`]). Off by default; not for `official`, which thresholds raw logits.
         on_records: called on every process with each batch's gathered new records (progress reporting, tests).
         label: the model's name in progress bars (default: BA-SAM, and SAM for the `compare_sam` copy).
+        dtype: `"float32"`, `"bfloat16"` or `"float16"` (or `torch_dtype`, its alias): the model is loaded in it (a
+            model object is converted); default the model's own. Pixels go to the model in its dtype, prompts in
+            float32; the masks are brought back to the image size and scored in float32. Recorded in the summary.
     """
 
     if protocol not in PROTOCOLS:
@@ -453,8 +501,7 @@ def evaluate(
 
     model_name = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None) or "model"
     model_name = str(model_name)
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(model)
+    model = as_model(model, dtype=dtype, torch_dtype=torch_dtype)
     model = model.to(accelerator.device).eval()  # inference only: no DDP wrapper needed, every process has the weights
     processor = load_processor(model_name if model_name != "model" else None, model)
     patch_size = model.config.vision_config.patch_size
@@ -539,6 +586,7 @@ def evaluate(
         jitter=jitter,
         negatives=negatives,
         normalize_maps=normalize_maps,
+        dtype=dtype_name(model),
         dataset_info=dataset.info,
     )
     if output_path is not None and accelerator.is_main_process:
@@ -612,6 +660,10 @@ def _split_text(summary: dict) -> str:
     return f" (split {summary['split']})" if summary.get("split") else ""
 
 
+def _dtype_text(summary: dict) -> str:
+    return f", {summary['dtype']}" if summary.get("dtype") else ""
+
+
 def markdown_table(summary: dict) -> str:
     """A Markdown table of the summary: one row per (model, size), one column per metric."""
     names = summary["metric_names"]
@@ -619,7 +671,7 @@ def markdown_table(summary: dict) -> str:
     lines = [
         f"Model `{summary['model']}` on `{summary['dataset']}`{_split_text(summary)}, prompt `{summary['prompt']}`, "
         f"protocol `{summary['protocol']}`, seed {summary['seed']}"
-        f"{', maps min-max normalised' if summary.get('normalize_maps') else ''}.",
+        f"{', maps min-max normalised' if summary.get('normalize_maps') else ''}{_dtype_text(summary)}.",
         "",
         "| model | size | evaluated | skipped | " + " | ".join(arrows) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(names),
@@ -680,7 +732,9 @@ def write_reports(summary: dict, output_dir: Path) -> None:
 
 
 __all__ = [
+    "DTYPES",
     "PROTOCOLS",
+    "as_model",
     "ba_variant",
     "build_summary",
     "evaluate",
@@ -693,6 +747,7 @@ __all__ = [
     "predict_official",
     "predict_standard",
     "read_records",
+    "resolve_dtype",
     "sam_variant",
     "write_reports",
 ]

@@ -83,23 +83,27 @@ class BaSamVisionAttention(SamVisionAttention):
             self.slopes = nn.Parameter(alibi_slopes(self.num_attention_heads, config.bias_slope_scale))
         self._distance_cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
-    def _head_slopes(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def _head_slopes(self, device: torch.device) -> torch.Tensor:
+        """The heads' slopes in float32 (the bias is computed in float32 and rounded once to the model's dtype)."""
         if hasattr(self, "slopes"):
-            return self.slopes.to(dtype)
-        return alibi_slopes(self.num_attention_heads, self.bias_slope_scale).to(device=device, dtype=dtype)
+            return self.slopes.float()
+        return alibi_slopes(self.num_attention_heads, self.bias_slope_scale).to(device=device)
 
     def _distance_tables(self, height: int, width: int, device: torch.device, dtype: torch.dtype):
-        """Per-axis distance tables of the current grid (and, with fixed slopes, the Manhattan bias terms);
-        cached per (grid, device, dtype) because they depend on nothing else."""
+        """Per-axis distance tables of the current grid in float32 (and, with fixed slopes, the Manhattan bias terms,
+        computed in float32 and rounded once to `dtype`); cached per (grid, device, dtype) because they depend on
+        nothing else. In bfloat16, positions above 256 and distance units like 0.4 are not exact: computing there
+        would round at every step."""
         cache_key = (height, width, device, dtype)
         cached = self._distance_cache.get(cache_key)
         if cached is None:
             unit_h, unit_w = distance_units(self.distance_unit, (height, width), self.train_grid_size)
-            row = axis_distances(height, unit_h, device, dtype)
-            col = axis_distances(width, unit_w, device, dtype)
+            row = axis_distances(height, unit_h, device, torch.float32)
+            col = axis_distances(width, unit_w, device, torch.float32)
             cached = (row, col)
             if self.bias_distance == "manhattan" and not hasattr(self, "slopes"):
-                cached = (row, col, *manhattan_bias_terms(self._head_slopes(device, dtype), row, col))
+                terms = manhattan_bias_terms(self._head_slopes(device), row, col)
+                cached = (row, col, *(term.to(dtype) for term in terms))
             if len(self._distance_cache) >= _MAX_CACHED_GRIDS:
                 self._distance_cache.clear()
             self._distance_cache[cache_key] = cached
@@ -125,7 +129,8 @@ class BaSamVisionAttention(SamVisionAttention):
             if len(tables) == 4:
                 row_term, col_term = tables[2], tables[3]
             else:
-                row_term, col_term = manhattan_bias_terms(self._head_slopes(query.device, query.dtype), *tables)
+                terms = manhattan_bias_terms(self._head_slopes(query.device), *tables)  # learned slopes: float32
+                row_term, col_term = (term.to(query.dtype) for term in terms)
             row_term = row_term[None, :, :, None, :]  # (1, heads, H, 1, H): depends on the query row only
             col_term = col_term[None, :, None, :, :]  # (1, heads, 1, W, W): depends on the query column only
             if rel_h is None:
@@ -152,7 +157,7 @@ class BaSamVisionAttention(SamVisionAttention):
             bias = bias.reshape(*bias.shape[:3], height * width)
         if self.bias_mode == "distance" and self.bias_distance == "euclidean":
             row, col = self._distance_tables(height, width, query.device, query.dtype)[:2]
-            euclid = euclidean_bias(self._head_slopes(query.device, query.dtype), row, col, rows)[None]
+            euclid = euclidean_bias(self._head_slopes(query.device), row, col, rows, dtype=query.dtype)[None]
             bias = euclid if bias is None else bias + euclid
         return bias
 

@@ -24,12 +24,14 @@ from .configuration_basam import BA_FIELDS
 from .data import SegmentationDataset, mask_box
 from .evaluation import (
     BA_OFF,
+    as_model,
     ba_variant,
     build_summary,
+    dtype_name,
     evaluate,
-    load_model,
     load_processor,
     plot_metrics,
+    resolve_dtype,
     weights_fingerprint,
 )
 from .metrics import binary_iou
@@ -73,15 +75,17 @@ def ba_settings(model) -> dict:
     return {name: getattr(model.config.vision_config, name) for name in BA_FIELDS}
 
 
-def build_variants(model, variants: Mapping[str, Mapping | object]) -> dict:
+def build_variants(model, variants: Mapping[str, Mapping | object], *, dtype=None, torch_dtype=None) -> dict:
     """`{name: model}`: a mapping value is a set of BA settings applied to `model`'s weights ([`ba_variant`]; `{}`
-    is the model itself), anything else is taken as a model (or a name for [`load_model`])."""
+    is the model itself), anything else is taken as a model (or a name for [`load_model`]). With `dtype` (or
+    `torch_dtype`), the other models are loaded in (or converted to) it; `model`'s variants have its dtype."""
+    dtype = resolve_dtype(dtype, torch_dtype)
     built = {}
     for name, spec in variants.items():
         if isinstance(spec, Mapping):
             built[name] = ba_variant(model, **spec) if spec else model
         else:
-            built[name] = load_model(spec) if isinstance(spec, (str, os.PathLike)) else spec
+            built[name] = as_model(spec, dtype=dtype)
     return built
 
 
@@ -97,14 +101,18 @@ def run_study(
     overlay: Sequence[str] = (),
     model_name: str | None = None,
     accelerator=None,
+    dtype=None,
+    torch_dtype=None,
 ) -> dict:
     """Evaluate `variants` (see [`build_variants`]) of `model` on `num_samples` synthetic scenes rendered at each
     size; returns the summary (as [`basam_hf.evaluation.evaluate`]'s, one result per variant and size, `model` being
     the variant's name). With `output_dir`, results are cached per (variant, size) and the reports are written, plus
     `overlay.png` ([`overlay_grid`], from the same models) of the variants named in `overlay`. `model_name` names the
-    model in the reports (default: its `name_or_path`)."""
-    model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
-    models = build_variants(model, variants)
+    model in the reports (default: its `name_or_path`). `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or
+    `"float16"` for every variant (see [`basam_hf.evaluation.load_model`]); default the model's own."""
+    dtype = resolve_dtype(dtype, torch_dtype)
+    model = as_model(model, dtype=dtype)
+    models = build_variants(model, variants, dtype=dtype)
     if model_name is None:
         model_name = str(getattr(model, "name_or_path", "model"))
     output = Path(output_dir) if output_dir is not None else None
@@ -144,6 +152,7 @@ def run_study(
         seed=seed,
         jitter=0.0,
         negatives=0,
+        dtype=dtype_name(model),
         dataset_info=dataset.info if dataset is not None else {},
     )
     summary["variants"] = {
@@ -178,8 +187,9 @@ def write_study_reports(summary: dict, output_dir: str | os.PathLike) -> None:
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / RESULTS_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    dtype = f" in {summary['dtype']}" if summary.get("dtype") else ""
     text = (
-        f"{summary['dataset']}, prompt `{summary['prompt']}`, model `{summary['model']}`.\n\n"
+        f"{summary['dataset']}, prompt `{summary['prompt']}`, model `{summary['model']}`{dtype}.\n\n"
         f"Mean IoU (higher is better):\n\n{study_table(summary, 'iou')}\n"
         f"Mean absolute error (lower is better):\n\n{study_table(summary, 'mae')}"
     )
@@ -219,11 +229,14 @@ def compare(
     num_samples: int = 8,
     seed: int = HELD_OUT_SEED,
     output_dir: str | os.PathLike = "basam-compare",
+    dtype=None,
+    torch_dtype=None,
 ) -> dict:
     """The package's showcase: `model` with its BA settings against the same weights with BA off, on held-out
     synthetic scenes at several sizes (default [`COMPARE_SCALES`] times the model's training size). Writes the
-    reports of [`run_study`] and `overlay.png` to `output_dir`; returns the summary."""
-    model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+    reports of [`run_study`] and `overlay.png` to `output_dir`; returns the summary. `dtype` (or `torch_dtype`):
+    `"float32"`, `"bfloat16"` or `"float16"` for both variants (see [`basam_hf.evaluation.load_model`])."""
+    model = as_model(model, dtype=dtype, torch_dtype=torch_dtype)
     sizes = list(sizes or scaled_sizes(model, COMPARE_SCALES))
     return run_study(
         model, COMPARE_VARIANTS, sizes, num_samples=num_samples, seed=seed, output_dir=output_dir,
