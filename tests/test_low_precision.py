@@ -191,7 +191,7 @@ def test_segment_command(model_dir, scene, dtype, tmp_path, capsys, single_threa
     expected, _ = segment_image(
         model, load_processor(model_dir, model), Image.open(scene["image"]), boxes=[scene["box"]], size=SIZE
     )
-    assert np.array_equal(np.asarray(Image.open(output / "mask_00.png")) > 127, expected[0])
+    assert np.array_equal(np.asarray(Image.open(output / "mask_000.png")) > 127, expected[0])
     automatic = ["segment", str(scene["image"]), "--model", model_dir, "--automatic", "--points-per-side", "2"]
     assert main(automatic + ["--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--dtype", dtype]) == 0
     assert "overlaid" in capsys.readouterr().out
