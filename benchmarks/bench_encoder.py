@@ -41,6 +41,7 @@ from common import (
     randomize_parameters,
     read_proc_status,
     timestamp,
+    write_report,
 )
 
 # kind: which model class; attn: attention implementation; native: HF SamModel built with image_size = input size
@@ -712,14 +713,7 @@ def main(argv=None) -> int:
             )
         report["targets"] = check_targets(table, sizes, base)
         report["measurements"] = {f"{size}:{variant}": entry for (size, variant), entry in table.items()}
-    report["loadavg_end"] = os.getloadavg()
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1))
-    text = markdown(report)
-    output.with_suffix(".md").write_text(text + "\n")
-    print("\n" + text)
-    print(f"\nwrote {output} and {output.with_suffix('.md')}")
+    write_report(report, output, markdown)
     return 0
 
 

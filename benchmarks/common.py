@@ -5,6 +5,7 @@ small and its children's peak RSS is their own.
 """
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -222,3 +223,15 @@ def machine_description() -> dict:
 
 def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+def write_report(report: dict, output: Path, render) -> None:
+    """`report` (with the load average at its end) as JSON at `output`, and `render(report)`, its Markdown, beside it
+    (`.md`) and printed."""
+    report["loadavg_end"] = os.getloadavg()
+    text = render(report)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=1))
+    output.with_suffix(".md").write_text(text + "\n")
+    print("\n" + text)
+    print(f"\nwrote {output} and {output.with_suffix('.md')}")

@@ -13,7 +13,6 @@ Writes `benchmarks/results/dtype-agreement-<timestamp>.json` (+ `.md`) and print
 """
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_busy_seconds, machine_description, timestamp
+from common import cpu_busy_seconds, machine_description, timestamp, write_report
 
 LOW = ("bfloat16", "float16")
 
@@ -143,13 +142,7 @@ def main(argv=None) -> int:
     own = (usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
     busy = cpu_busy_seconds()
     report["others_cpu_cores"] = round(max(0.0, busy - busy_before - own) / wall, 2) if busy is not None else None
-    report["loadavg_end"] = os.getloadavg()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1))
-    text = markdown(report)
-    output.with_suffix(".md").write_text(text + "\n")
-    print("\n" + text)
-    print(f"\nwrote {output} and {output.with_suffix('.md')}")
+    write_report(report, output, markdown)
     return 0
 
 
