@@ -159,3 +159,26 @@ def test_readme_main_command_on_the_default_model(tmp_path, capsys, single_threa
     assert len(summary["results"]) == 4 and (output / study.OVERLAY_FILE).is_file()
     ba_off = study.ba_settings(study.build_variants(load_model("default"), {"off": BA_OFF})["off"])
     assert summary["variants"]["SAM (BA off)"] == {key: ba_off[key] for key in BA_OFF}
+
+
+@pytest.mark.slow
+def test_training_script_trains_on_mixed_data_with_ba_and_exports_a_stage_state(tmp_path, single_thread):
+    """The photo-and-synthetic recipe: mixed prompts, several sizes, BA on as shipped; a checkpoint exported as a
+    stage state is a model folder the next stage starts from, with the same weights."""
+    pytest.importorskip("skimage")
+    script = load_script()
+    run = tmp_path / "run"
+    mixed = ["--data", "mixed", "--photo-samples", "4", "--synthetic-size", "64", "--prompt", "mixed", "--ba-defaults"]
+    argv = ["--output-dir", str(run), *TINY_RUN, *mixed, "--train-sizes", "64", "96", "--test-prompts", "click"]
+    assert script.main(argv) == 0
+    results = json.loads((run / "test_results.json").read_text())
+    assert set(results["final"]) == {"synthetic", "photo"} and results["final"]["photo"]["click"]["size"] == 64
+    trained = BaSamModel.from_pretrained(run / "final")
+    assert {field: getattr(trained.config.vision_config, field) for field in BA_DEFAULTS} == BA_DEFAULTS
+    state = tmp_path / "state"
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    assert script.main(["--output-dir", str(run), "--export-state", str(checkpoint), "--state-dir", str(state)]) == 0
+    exported = BaSamModel.from_pretrained(state)
+    assert json.loads((state / "trainer_state.json").read_text())["global_step"] == 2
+    assert all(exported.state_dict()[name].equal(tensor) for name, tensor in trained.state_dict().items())
+    assert not list(state.glob("*.py"))
