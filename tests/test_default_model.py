@@ -5,14 +5,13 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import BA_OFF, save_tiny_model
 
 from basam_hf import BaSamModel, cli, study
+from basam_hf.assessment import ellipse_baseline
 from basam_hf.configuration_basam import BA_DEFAULTS
 from basam_hf.conversion import rebase_image_size
-from basam_hf.data import mask_box
 from basam_hf.evaluation import evaluate, load_model
 from basam_hf.synthetic import synthetic_segmentation_dataset
 
@@ -118,15 +117,7 @@ def recorded_miou() -> float:
 
 def image_blind_miou(scenes) -> float:
     """The mIoU of a predictor that never looks at the image: the ellipse inscribed in the prompt box."""
-    ious = []
-    for index in range(len(scenes)):
-        truth = scenes[index]["mask"]
-        x0, y0, x1, y1 = mask_box(truth)
-        rows, cols = np.mgrid[: truth.shape[0], : truth.shape[1]]
-        rx, ry = (x1 - x0 + 1) / 2, (y1 - y0 + 1) / 2
-        ellipse = ((cols - (x0 + x1) / 2) / rx) ** 2 + ((rows - (y0 + y1) / 2) / ry) ** 2 <= 1
-        ious.append((ellipse & truth).sum() / (ellipse | truth).sum())
-    return float(np.mean(ious))
+    return float(ellipse_baseline(scenes).mean())
 
 
 def test_default_model_segments_held_out_scenes(single_thread):

@@ -6,8 +6,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from .data import SegmentationDataset, mask_box, prompts_from_mask, sample_rng
+from .data import SINGLE_CLICK_PROMPTS, SegmentationDataset, mask_box, prompts_from_mask, sample_rng
 from .metrics import binary_iou
+from .segment import model_inputs
 
 
 def inscribed_ellipse(box: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
@@ -89,13 +90,7 @@ def predicted_vs_actual_iou(model, processor, dataset: SegmentationDataset, prom
             input_boxes=[prompts["boxes"].tolist()] if "boxes" in prompts else None,
             return_tensors="pt",
         )
-        outputs = model(
-            pixel_values=inputs["pixel_values"].to(model.device, model.dtype),
-            input_points=inputs["input_points"].to(model.device, model.dtype) if "input_points" in inputs else None,
-            input_labels=inputs["input_labels"].to(model.device) if "input_labels" in inputs else None,
-            input_boxes=inputs["input_boxes"].to(model.device, model.dtype) if "input_boxes" in inputs else None,
-            multimask_output=prompt in ("point", "click"),
-        )
+        outputs = model(**model_inputs(inputs, model), multimask_output=prompt in SINGLE_CLICK_PROMPTS)
         masks = processor.post_process_masks(
             outputs.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
         )[0][0]

@@ -269,6 +269,8 @@ def predict_standard(
 def _predict_standard_batch(
     model, processor, ready, size: int, prompt: str, normalize_maps: bool = False
 ) -> dict[str, dict]:
+    from .segment import model_inputs
+
     kind, _ = parse_prompt(prompt)
     images = [sample["image"] for sample, _ in ready]
     prompt_kwargs = {}
@@ -279,14 +281,7 @@ def _predict_standard_batch(
         prompt_kwargs["input_labels"] = [[prompts["labels"].tolist()] for _, prompts in ready]
     inputs = processor(images=images, size=size, return_tensors="pt", **prompt_kwargs)
     multimask = kind in SINGLE_CLICK_PROMPTS
-    device = model.device
-    outputs = model(  # prompts in float32 whatever the model's dtype (see basam_hf.segment.PROMPT_DTYPE)
-        pixel_values=inputs["pixel_values"].to(device, model.dtype),
-        input_boxes=inputs["input_boxes"].to(device, torch.float32) if "input_boxes" in inputs else None,
-        input_points=inputs["input_points"].to(device, torch.float32) if "input_points" in inputs else None,
-        input_labels=inputs["input_labels"].to(device) if "input_labels" in inputs else None,
-        multimask_output=multimask,
-    )
+    outputs = model(**model_inputs(inputs, model), multimask_output=multimask)
     pred_masks = outputs.pred_masks[:, 0].float().cpu()  # (batch, masks, h, w): one prompt per image
     if multimask:
         best = outputs.iou_scores[:, 0].float().cpu().argmax(dim=-1)

@@ -48,6 +48,18 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def model_inputs(inputs, model) -> dict:
+    """The model's keyword arguments from a processor's output: pixels in the model's dtype, prompt coordinates in
+    float32 (see `PROMPT_DTYPE`), all on the model's device; prompts the processor did not give are `None`."""
+    device = model.device
+    return {
+        "pixel_values": inputs["pixel_values"].to(device, model.dtype),
+        "input_points": inputs["input_points"].to(device, PROMPT_DTYPE) if "input_points" in inputs else None,
+        "input_labels": inputs["input_labels"].to(device) if "input_labels" in inputs else None,
+        "input_boxes": inputs["input_boxes"].to(device, PROMPT_DTYPE) if "input_boxes" in inputs else None,
+    }
+
+
 def check_prompts(
     width: int,
     height: int,
@@ -148,15 +160,8 @@ def segment_image(
         processor_kwargs["size"] = size
     inputs = processor(images=image, return_tensors="pt", **processor_kwargs)
     single_point = bool(points) and not boxes and len(points) == 1
-    # Pixels in the model's dtype; prompts stay float32 (see PROMPT_DTYPE); the masks are post-processed in float32.
-    outputs = model(
-        pixel_values=inputs["pixel_values"].to(model.device, model.dtype),
-        input_points=inputs["input_points"].to(model.device, PROMPT_DTYPE) if "input_points" in inputs else None,
-        input_labels=inputs["input_labels"].to(model.device) if "input_labels" in inputs else None,
-        input_boxes=inputs["input_boxes"].to(model.device, PROMPT_DTYPE) if "input_boxes" in inputs else None,
-        # One point is ambiguous: take SAM's three masks and keep the best-scored one.
-        multimask_output=single_point,
-    )
+    # One point is ambiguous: take SAM's three masks and keep the best-scored one. Masks are post-processed in float32.
+    outputs = model(**model_inputs(inputs, model), multimask_output=single_point)
     masks = processor.post_process_masks(
         outputs.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
     )[0]
