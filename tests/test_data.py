@@ -10,6 +10,7 @@ from PIL import Image
 from basam_hf.data import (
     PRESETS,
     SampleError,
+    SegmentationDataset,
     binarize_mask,
     interior_point,
     load_coco_dataset,
@@ -21,6 +22,7 @@ from basam_hf.data import (
     rle_string_to_counts,
     sample_rng,
     to_rgb,
+    write_image_folder,
 )
 
 
@@ -474,3 +476,30 @@ def test_prompt_errors():
     for bad in ("boxes", "points:0", "points:x", "point:2"):
         with pytest.raises(ValueError, match="Unknown prompt"):
             prompts_from_mask(_rect_mask(), bad, sample_rng(0, "e"))
+
+
+def test_write_image_folder_shrinks_to_max_side_and_resumes(tmp_path):
+    """A dataset made when read is written once as an image folder, shrunk to `max_side` (the mask by nearest
+    neighbour, so it stays binary and aligned with the image); a rerun keeps what is on disk."""
+    reads = []
+    masks = [np.zeros((40, 100), bool), np.zeros((30, 20), bool)]
+    masks[0][10:30, 20:60] = True
+    masks[1][5:25, 5:15] = True
+
+    def read(index: int) -> dict:
+        reads.append(index)
+        mask = masks[index]
+        image = Image.fromarray(np.where(mask[..., None], 200, 30).astype(np.uint8).repeat(3, axis=2))
+        return {"id": f"s{index}", "image": image, "mask": mask}
+
+    dataset = SegmentationDataset(["s0", "s1"], read, {"source": "test"})
+    root = write_image_folder(dataset, tmp_path / "folder", max_side=50, progress=False)
+    loaded = load_segmentation_dataset(str(root))
+    first, second = loaded[0], loaded[1]
+    assert first["image"].size == (50, 20) and first["mask"].shape == (20, 50)
+    np.testing.assert_array_equal(first["mask"], masks[0][::2, ::2])  # nearest of an exact 2x shrink
+    assert second["image"].size == (20, 30)  # already within max_side: unchanged
+    np.testing.assert_array_equal(second["mask"], masks[1])
+    (root / "masks" / "s1.png").unlink()  # as if interrupted before s1's mask was written
+    write_image_folder(dataset, root, max_side=50, progress=False)
+    assert reads == [0, 1, 1]

@@ -197,6 +197,38 @@ def concatenate_segmentation_datasets(*parts: SegmentationDataset) -> Segmentati
     return SegmentationDataset(ids, read, info | {"parts": [part.info for part in parts]})
 
 
+def write_image_folder(
+    dataset: SegmentationDataset, path: str | os.PathLike, max_side: int | None = None, progress: bool = True
+) -> Path:
+    """Write every sample of `dataset` as `path/images/<id>.png` and `path/masks/<id>.png` (L, 0/255), the image
+    folder [`load_segmentation_dataset`] reads. With `max_side`, larger samples are shrunk to that longest side (image
+    bilinear, mask nearest): a dataset made when read (photo composites) is then rendered once, small, and shared by
+    several runs. A sample whose mask is on disk is kept, so an interrupted write resumes; returns `path`."""
+    from tqdm.auto import tqdm
+
+    root = Path(path)
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for index in tqdm(range(len(dataset)), desc=f"writing {root.name}", disable=not progress):
+        sample_id = dataset.ids[index]
+        mask_file = root / "masks" / f"{sample_id}.png"
+        if mask_file.is_file():
+            continue
+        sample = dataset[index]
+        image, mask = sample["image"], Image.fromarray(np.asarray(sample["mask"], dtype=np.uint8) * 255)
+        scale = max_side / max(image.size) if max_side else 1.0
+        if scale < 1.0:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR)
+            mask = mask.resize(size, Image.Resampling.NEAREST)
+        image.save(root / "images" / f"{sample_id}.png", compress_level=1)
+        # The mask last, through a temporary name: a mask on disk means the sample is complete.
+        partial = mask_file.with_suffix(".partial")  # not an image suffix: never read as a mask
+        mask.save(partial, format="PNG", compress_level=1)
+        os.replace(partial, mask_file)
+    return root
+
+
 def load_segmentation_dataset(
     source: str | os.PathLike | None,
     split: str | None = None,

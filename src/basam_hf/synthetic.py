@@ -807,11 +807,6 @@ def write_synthetic_image_folder(
     path: str | Path, num_samples: int, size: int | tuple[int, int] = 256, seed: int = 0, **knobs
 ) -> Path:
     """Write `path/images/<id>.png` (RGB) and `path/masks/<id>.png` (L, 0/255); returns `path`."""
-    root = Path(path)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    for sample_seed in dataset_seeds(num_samples, seed):
-        sample = render_sample(sample_seed, size, **knobs)
-        sample["image"].save(root / "images" / f"{sample['id']}.png", compress_level=1)
-        sample["mask"].save(root / "masks" / f"{sample['id']}.png", compress_level=1)
-    return root
+    from .data import write_image_folder
+
+    return write_image_folder(synthetic_segmentation_dataset(num_samples, size, seed, **knobs), path, progress=False)
