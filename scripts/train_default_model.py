@@ -191,6 +191,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--synthetic-size", type=int, default=512, help="size synthetic training scenes are drawn at (--data mixed)"
     )
+    parser.add_argument(
+        "--cache-train",
+        action="store_true",
+        help="--data mixed: write the training set once, shrunk to --image-size, as an image folder under --data-dir "
+        "(reused by later runs: the twins of examples/resolution_study.py share one)",
+    )
     parser.add_argument("--val-samples", type=int, default=128, help="validation samples (per source with mixed)")
     parser.add_argument("--test-samples", type=int, default=256, help="held-out samples (per source with mixed)")
     # Training (basam_hf.training.finetune).
@@ -313,6 +319,20 @@ def make_mixed_data(args: argparse.Namespace) -> dict[str, dict]:
         },
         "test": both("test", TEST_SEED, args.test_samples, args.test_samples, args.image_size),
     }
+
+
+def cached_train_set(train_set, args: argparse.Namespace):
+    """`--cache-train`: the mixed training set written once (resumable) as an image folder of samples shrunk to the
+    training size, named after what it holds so that runs with other data settings do not share it."""
+    from basam_hf.data import load_segmentation_dataset, write_image_folder
+
+    name = f"mixed-train-{args.train_samples}-{args.photo_samples}-{args.synthetic_size}px-max{args.image_size}"
+    folder = (args.data_dir or args.output_dir / "data") / name
+    if not (folder / "complete").is_file():
+        write_image_folder(train_set, folder, max_side=args.image_size)
+        (folder / "complete").write_text(f"{len(train_set)} samples\n")
+    # Listed by name, not in the generated order: the seeded sampler draws the training order either way.
+    return load_segmentation_dataset(str(folder))
 
 
 def make_data(data_dir: Path, args: argparse.Namespace) -> dict[str, Path]:
@@ -503,6 +523,8 @@ def main(argv=None) -> int:
     if args.data == "mixed":
         data = make_mixed_data(args)
         train_set, val_set, tests = data["train"]["mixed"], data["val"]["mixed"], data["test"]
+        if args.cache_train:
+            train_set = cached_train_set(train_set, args)
     else:
         paths = make_data(args.data_dir or args.output_dir / "data", args)
         train_set, val_set, tests = str(paths["train"]), str(paths["val"]), {"synthetic": paths["test"]}
