@@ -71,6 +71,37 @@ def test_run_study_caches_per_variant_and_size_and_recomputes_for_new_weights(tm
     assert calls == ["BA", "off", "BA", "off"]
 
 
+def test_run_study_on_given_scenes_keeps_per_sample_iou_for_paired_differences(tmp_path, single_thread):
+    """`scenes(size)` replaces the synthetic scenes; each result keeps its per-sample IoUs, whose mean is the
+    reported mIoU, and `paired_difference` is the mean of the per-sample differences with an interval around it."""
+    model = randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs(**BA_ON)))).eval()
+    photos = synthetic_segmentation_dataset(5, (40, 56), seed=3)  # one rendering fed at every size, like a photo
+    asked = []
+
+    def scenes(size: int):
+        asked.append(size)
+        return photos
+
+    summary = study.run_study(
+        model, {"BA": {}, "off": BA_OFF}, [64, 96], scenes=scenes, prompt="point", output_dir=tmp_path
+    )
+    assert asked == [64, 96] and summary["prompt"] == "point"
+    rows = {(r["model"], r["size"]): r for r in summary["results"]}
+    for row in rows.values():
+        assert sorted(row["per_sample"]) == sorted(photos.ids)
+        assert np.mean(list(row["per_sample"].values())) == pytest.approx(row["metrics"]["iou"], abs=1e-9)
+    gain = study.paired_difference(summary, "BA", "off", 96)
+    ba, off = rows["BA", 96]["per_sample"], rows["off", 96]["per_sample"]
+    differences = [ba[i] - off[i] for i in photos.ids]
+    assert gain["n"] == 5 and gain["mean"] == pytest.approx(np.mean(differences))
+    assert min(differences) <= gain["low"] <= gain["mean"] <= gain["high"] <= max(differences)
+    # Cached results are keyed by prompt too: a box study on the same scenes is computed anew.
+    boxes = study.run_study(model, {"BA": {}}, [64], scenes=scenes, prompt="box", output_dir=tmp_path)
+    assert boxes["results"][0]["key"]["prompt"] == "box" and rows["BA", 64]["key"]["prompt"] == "point"
+    with pytest.raises(KeyError, match="No per-sample results"):
+        study.paired_difference(summary, "BA", "missing", 96)
+
+
 def test_compare_command_writes_table_plot_and_overlay(tmp_path, capsys, single_thread):
     folder = save_tiny_model(tmp_path / "model", **BA_ON)
     output = tmp_path / "compare"
@@ -78,6 +109,7 @@ def test_compare_command_writes_table_plot_and_overlay(tmp_path, capsys, single_
     assert code == 0
     printed = capsys.readouterr().out
     assert "| BA-SAM |" in printed and "| SAM (BA off) |" in printed and "128 px (2×)" in printed
+    assert study.COMPARE_NOTE in printed  # it says which comparison it makes: a switch, not two trained models
     summary = json.loads((output / study.RESULTS_JSON).read_text())
     assert {(r["model"], r["size"]) for r in summary["results"]} == {
         (name, size) for name in study.COMPARE_VARIANTS for size in (64, 128)
@@ -104,8 +136,8 @@ def test_compare_command_reports_a_missing_model(tmp_path, capsys):
     assert "basam-hf compare: error:" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_resolution_study_example_runs_end_to_end(tmp_path, capsys, single_thread):
+def _study_example():
+    """examples/resolution_study.py as a module."""
     import importlib.util
     from pathlib import Path
 
@@ -113,15 +145,45 @@ def test_resolution_study_example_runs_end_to_end(tmp_path, capsys, single_threa
     spec = importlib.util.spec_from_file_location("resolution_study", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    folder = save_tiny_model(tmp_path / "model", **BA_OFF)
+    return example
+
+
+@pytest.mark.slow
+def test_resolution_study_example_runs_end_to_end(tmp_path, capsys, single_thread):
+    """The twins study on two tiny twins: four variants per set and prompt, each with its BA settings at test time,
+    and paired differences whose means are the differences of the variants' mIoUs (same scenes)."""
+    from basam_hf.configuration_basam import BA_DEFAULTS
+
+    example = _study_example()
+    twins = tmp_path / "twins"
+    save_tiny_model(twins / "ba", seed=0, **BA_DEFAULTS)
+    save_tiny_model(twins / "off", seed=1, **BA_OFF)
     output = tmp_path / "study"
-    argv = ["--model", folder, "--output", str(output), "--samples", "2", "--scales", "1", "1.5"]
-    assert example.main(argv + ["--finetune-steps", "2", "--finetune-batch-size", "2"]) == 0
-    summary = json.loads((output / study.RESULTS_JSON).read_text())
-    names = list(example.ZERO_SHOT) + list(example.FINE_TUNED)
-    assert {(r["model"], r["size"]) for r in summary["results"]} == {(n, s) for n in names for s in (64, 96)}
-    for name in example.FINE_TUNED:  # each fine-tuned model ran its steps and carries its BA settings
-        config = json.loads((Path(summary["variants"][name]) / "config.json").read_text())["vision_config"]
-        assert all(config[key] == value for key, value in example.FINE_TUNED[name].items())
-    assert "| fine-tuned with BA |" in capsys.readouterr().out
-    assert (output / study.OVERLAY_FILE).is_file()
+    argv = ["--twins", str(twins), "--output", str(output), "--samples", "3", "--scales", "1", "1.5"]
+    assert example.main(argv) == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["sizes"] == [64, 96] and set(results["miou"]) == {"synthetic-box", "synthetic-point",
+                                                                     "photo-box", "photo-point"}  # fmt: skip
+    for key, means in results["miou"].items():
+        assert set(means) == set(example.VARIANTS)
+        for name, (variant, baseline) in example.CONTRASTS.items():
+            for size in ("64", "96"):
+                difference = results["paired_differences"][key][name][size]
+                assert difference["n"] == 3
+                assert difference["mean"] == pytest.approx(means[variant][size] - means[baseline][size], abs=1e-9)
+    # Each variant ran with its BA settings: the switched plain twin with the package's defaults, and so on.
+    for name, (which, settings) in example.VARIANTS.items():
+        run = json.loads((output / "photo-point" / "runs" / f"{study._slug(name)}-96.json").read_text())
+        expected = settings or (BA_DEFAULTS if which == "ba" else BA_OFF)
+        assert all(run["key"]["ba"][field] == value for field, value in expected.items())
+    text = capsys.readouterr().out
+    assert "## photo scenes, single click (3 held-out scenes)" in text and "loss from 64 px" in text
+    for name in ("results.md", "miou_vs_size.png", "overlay.png"):
+        assert (output / name).is_file()
+
+
+def test_resolution_study_marks_only_intervals_that_exclude_zero():
+    example = _study_example()
+    assert example.cell({"mean": 0.02, "low": 0.001, "high": 0.04}) == "**+0.020 [+0.001, +0.040]**"
+    assert example.cell({"mean": -0.02, "low": -0.04, "high": -0.001}).startswith("**")
+    assert example.cell({"mean": 0.01, "low": -0.001, "high": 0.02}) == "+0.010 [-0.001, +0.020]"

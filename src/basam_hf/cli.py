@@ -356,7 +356,7 @@ def add_compare_command(commands) -> None:
     """The `compare` subcommand ([`basam_hf.study.compare`])."""
     compare = commands.add_parser(
         "compare",
-        help="BA-SAM vs the same weights with BA off, on generated scenes at several input sizes (offline)",
+        help="BA-SAM vs the same weights with BA off (a test-time switch), on generated scenes at several sizes (offline)",
         description="Render held-out synthetic scenes at each size, segment them from their boxes with the model "
         "(BA-SAM) and with the same weights as plain SAM (BA off), print the mean IoU per size and write the table, "
         "a plot and a picture of the predicted masks. Needs no download with the embedded default model.",

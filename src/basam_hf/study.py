@@ -14,7 +14,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,12 @@ COMPARE_VARIANTS = {"BA-SAM": {}, "SAM (BA off)": dict(BA_OFF)}
 # Its default sizes, as multiples of the model's training size: the global layers' cost grows with the 4th power of
 # the scale, so 3x a 1024 px model would take minutes per scene on a CPU.
 COMPARE_SCALES = (1, 1.5, 2)
+# What `compare` measures, said in its report: a switch at test time, not two trained models.
+COMPARE_NOTE = (
+    "Both rows use the same weights: the model with its BA settings (BA-SAM) and switched to plain SAM attention at "
+    "test time (BA off). This is not a comparison with a model trained without BA; for that, see the trained twins "
+    "of examples/resolution_study.py."
+)
 
 
 def scaled_sizes(model, scales: Sequence[float]) -> list[int]:
@@ -97,18 +103,22 @@ def run_study(
     num_samples: int = 64,
     seed: int = HELD_OUT_SEED,
     prompt: str = "box",
+    scenes: Callable[[int], SegmentationDataset] | None = None,
     output_dir: str | os.PathLike | None = None,
     overlay: Sequence[str] = (),
     model_name: str | None = None,
+    note: str | None = None,
     accelerator=None,
     dtype=None,
     torch_dtype=None,
 ) -> dict:
     """Evaluate `variants` (see [`build_variants`]) of `model` on `num_samples` synthetic scenes rendered at each
-    size; returns the summary (as [`basam_hf.evaluation.evaluate`]'s, one result per variant and size, `model` being
-    the variant's name). With `output_dir`, results are cached per (variant, size) and the reports are written, plus
+    size, or on `scenes(size)` (the held-out samples to feed at that size, e.g. the same photos at every size), with
+    `prompt`; returns the summary (as [`basam_hf.evaluation.evaluate`]'s, one result per variant and size, `model`
+    being the variant's name, plus `per_sample`: {sample id: IoU} for paired comparisons, [`paired_difference`]).
+    With `output_dir`, results are cached per (variant, size) and the reports are written, plus
     `overlay.png` ([`overlay_grid`], from the same models) of the variants named in `overlay`. `model_name` names the
-    model in the reports (default: its `name_or_path`). `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or
+    model in the reports (default: its `name_or_path`); `note` heads `results.md`. `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or
     `"float16"` for every variant (see [`basam_hf.evaluation.load_model`]); default the model's own."""
     dtype = resolve_dtype(dtype, torch_dtype)
     model = as_model(model, dtype=dtype)
@@ -118,33 +128,41 @@ def run_study(
     output = Path(output_dir) if output_dir is not None else None
     if output is not None:
         (output / "runs").mkdir(parents=True, exist_ok=True)
-    # A cached result is reused only for the same weights, BA settings and scenes.
-    keys = {
-        name: {"weights": weights_fingerprint(variant), "ba": ba_settings(variant), "scenes": [num_samples, seed]}
-        for name, variant in models.items()
-    }
+    if scenes is None:
+        scenes = lambda size: synthetic_segmentation_dataset(num_samples, size, seed)  # noqa: E731
     results, dataset = [], None
     for size in sizes:
-        dataset = _rendered(synthetic_segmentation_dataset(num_samples, size, seed))
+        dataset = _rendered(scenes(size))
         for name, variant in models.items():
+            # A cached result is reused only for the same weights, BA settings, scenes and prompt.
+            key = {"weights": weights_fingerprint(variant), "ba": ba_settings(variant), "prompt": prompt}
+            key["scenes"] = [str(dataset.info.get("source")), len(dataset), seed]
             cache = output / "runs" / f"{_slug(name)}-{size}.json" if output is not None else None
             cached = json.loads(cache.read_text()) if cache is not None and cache.is_file() else None
-            if cached is not None and cached.get("key") == keys[name]:
+            if cached is not None and cached.get("key") == key:
                 results.append(cached)
                 continue
             start = time.perf_counter()
+            per_sample = {}
+
+            def keep(records: list[dict]) -> None:
+                per_sample.update((r["id"], r["metrics"]["iou"]) for r in records if r["status"] == "ok")
+
             summary = evaluate(
-                variant, dataset, sizes=[size], prompt=prompt, seed=seed, accelerator=accelerator, label=name
-            )
+                variant, dataset, sizes=[size], prompt=prompt, seed=seed, accelerator=accelerator, label=name,
+                on_records=keep,
+            )  # fmt: skip
             seconds = round(time.perf_counter() - start, 1)
-            result = {**summary["results"][0], "model": name, "key": keys[name], "seconds": seconds}
+            result = {**summary["results"][0], "model": name, "key": key, "seconds": seconds}
+            result["per_sample"] = dict(sorted(per_sample.items()))
             if cache is not None:
                 cache.write_text(json.dumps(result, indent=2) + "\n")
             results.append(result)
+    described = f"{dataset.info.get('source')}, {len(dataset)} samples fed at each size" if dataset is not None else ""
     summary = build_summary(
         results,
         model=model_name,
-        dataset=f"synthetic (seed {seed}, {num_samples} scenes rendered at each size)",
+        dataset=described,
         split=None,
         prompt=prompt,
         protocol="standard",
@@ -155,6 +173,8 @@ def run_study(
         dtype=dtype_name(model),
         dataset_info=dataset.info if dataset is not None else {},
     )
+    if note:
+        summary["note"] = note
     summary["variants"] = {
         name: dict(spec) if isinstance(spec, Mapping) else str(spec) for name, spec in variants.items()
     }
@@ -164,6 +184,22 @@ def run_study(
         if shown:
             overlay_grid(shown, sizes, seed=seed).save(output / OVERLAY_FILE)
     return summary
+
+
+def paired_difference(summary: dict, variant: str, baseline: str, size: int, confidence: float = 0.95) -> dict:
+    """Mean per-sample IoU difference `variant - baseline` at `size` over the samples both evaluated, with its
+    percentile bootstrap interval ([`basam_hf.assessment.bootstrap_interval`]): `{"mean", "low", "high", "n"}`. A
+    gain or loss is called only where the interval excludes 0."""
+    from .assessment import bootstrap_interval
+
+    found = {(r["model"], r["size"]): r.get("per_sample") for r in summary["results"]}
+    first, second = found.get((variant, size)), found.get((baseline, size))
+    if first is None or second is None:
+        raise KeyError(f"No per-sample results for {variant!r} and {baseline!r} at {size} px in this summary.")
+    ids = sorted(set(first) & set(second))
+    differences = [first[i] - second[i] for i in ids]
+    low, high = bootstrap_interval(differences, confidence)
+    return {"mean": float(np.mean(differences)), "low": low, "high": high, "n": len(ids)}
 
 
 def study_table(summary: dict, metric: str = "iou") -> str:
@@ -189,12 +225,13 @@ def write_study_reports(summary: dict, output_dir: str | os.PathLike) -> None:
     (output / RESULTS_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     dtype = f" in {summary['dtype']}" if summary.get("dtype") else ""
     text = (
-        f"{summary['dataset']}, prompt `{summary['prompt']}`, model `{summary['model']}`{dtype}.\n\n"
+        (f"{summary['note']}\n\n" if summary.get("note") else "")
+        + f"{summary['dataset']}, prompt `{summary['prompt']}`, model `{summary['model']}`{dtype}.\n\n"
         f"Mean IoU (higher is better):\n\n{study_table(summary, 'iou')}\n"
         f"Mean absolute error (lower is better):\n\n{study_table(summary, 'mae')}"
     )
     (output / RESULTS_TABLE).write_text(text, encoding="utf-8")
-    plot_metrics({**summary, "metric_names": ["iou", "mae"], "dataset": "synthetic"}, output / PLOT_FILE)
+    plot_metrics({**summary, "metric_names": ["iou", "mae"]}, output / PLOT_FILE)
 
 
 def overlay_grid(
@@ -240,17 +277,19 @@ def compare(
     sizes = list(sizes or scaled_sizes(model, COMPARE_SCALES))
     return run_study(
         model, COMPARE_VARIANTS, sizes, num_samples=num_samples, seed=seed, output_dir=output_dir,
-        overlay=list(COMPARE_VARIANTS),
+        overlay=list(COMPARE_VARIANTS), note=COMPARE_NOTE,
     )  # fmt: skip
 
 
 __all__ = [
+    "COMPARE_NOTE",
     "COMPARE_SCALES",
     "COMPARE_VARIANTS",
     "HELD_OUT_SEED",
     "build_variants",
     "compare",
     "overlay_grid",
+    "paired_difference",
     "run_study",
     "scaled_sizes",
     "study_table",
