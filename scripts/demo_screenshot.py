@@ -34,11 +34,9 @@ def take_screenshot(args: argparse.Namespace) -> Path:
         image = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#basam-input img"))
         wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
         prompt_box = driver.find_element(By.CSS_SELECTOR, "#basam-prompts textarea")
-        if args.box:
-            driver.find_element(By.XPATH, "//*[@id='basam-mode']//label[contains(., 'box')]").click()
-            clicks = [args.box[:2], args.box[2:]]
-        else:
-            clicks = [args.point]
+        mode = "box" if args.box else "object point"
+        driver.find_element(By.XPATH, f"//*[@id='basam-mode']//label[contains(., '{mode}')]").click()
+        clicks = [args.box[:2], args.box[2:]] if args.box else [args.point]
         for x, y in clicks:
             before = prompt_box.get_attribute("value")
             click_pixel(driver, driver.find_element(By.CSS_SELECTOR, "#basam-input img"), x, y)

@@ -254,6 +254,9 @@ def test_page_click_gives_the_python_api_mask(demo_server, browser, model_dir, s
     original = app.read_image(sample)
     assert tuple(natural) == original.size
 
+    # The page starts in box mode (app.DEFAULT_PROMPT_MODE); this test adds one object point.
+    assert browser.find_element(By.CSS_SELECTOR, "#basam-mode input:checked").get_attribute("value") == app.BOX
+    browser.find_element(By.XPATH, "//*[@id='basam-mode']//label[contains(., 'object point')]").click()
     click_pixel(browser, image, 150, 170)
     prompt_box = browser.find_element(By.CSS_SELECTOR, "#basam-prompts textarea")
     wait.until(lambda d: json.loads(prompt_box.get_attribute("value"))["points"])

@@ -34,6 +34,8 @@ POSITIVE = "object point (+)"
 NEGATIVE = "background point (-)"
 BOX = "box (click two corners)"
 PROMPT_MODES = (POSITIVE, NEGATIVE, BOX)
+# The page starts in box mode: the embedded default model's boxes are far better than its single clicks (README).
+DEFAULT_PROMPT_MODE = BOX
 # Larger uploads are refused before they are decoded: the masks come back at the original size, 3 per variant.
 DEFAULT_MAX_PIXELS = 4096 * 4096
 DEFAULT_MAX_FILE_SIZE = "50mb"
@@ -572,7 +574,7 @@ def build_demo(
                     format="png",
                     elem_id="basam-input",
                 )
-                mode = gr.Radio(list(PROMPT_MODES), value=POSITIVE, label="A click adds", elem_id="basam-mode")
+                mode = gr.Radio(list(PROMPT_MODES), value=DEFAULT_PROMPT_MODE, label="A click adds", elem_id="basam-mode")
                 with gr.Row():
                     undo_button = gr.Button("Undo last", size="sm")
                     clear_button = gr.Button("Clear prompts", size="sm")
