@@ -574,7 +574,9 @@ def build_demo(
                     format="png",
                     elem_id="basam-input",
                 )
-                mode = gr.Radio(list(PROMPT_MODES), value=DEFAULT_PROMPT_MODE, label="A click adds", elem_id="basam-mode")
+                mode = gr.Radio(
+                    list(PROMPT_MODES), value=DEFAULT_PROMPT_MODE, label="A click adds", elem_id="basam-mode"
+                )
                 with gr.Row():
                     undo_button = gr.Button("Undo last", size="sm")
                     clear_button = gr.Button("Clear prompts", size="sm")
