@@ -30,7 +30,15 @@ from basam_hf.assessment import bootstrap_interval
 from basam_hf.composites import composite_segmentation_dataset
 from basam_hf.configuration_basam import BA_DEFAULTS
 from basam_hf.evaluation import BA_OFF, ba_variant, load_model
-from basam_hf.study import HELD_OUT_SEED, _rendered, paired_difference, run_study, scaled_sizes, study_table
+from basam_hf.study import (
+    HELD_OUT_SEED,
+    _rendered,
+    paired_difference,
+    run_study,
+    scaled_sizes,
+    shared_image_embeddings,
+    study_table,
+)
 
 TWINS = Path(__file__).resolve().parents[1] / "training" / "twins"
 BA_TWIN, PLAIN_TWIN = "BA twin", "plain twin"
@@ -60,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--twins", type=Path, default=TWINS, help="folder with the twins ba/ and off/")
     parser.add_argument("--output", type=Path, default=Path("resolution-study"), help="output folder")
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 1.5, 2, 3, 4], help="sizes / training size")
-    parser.add_argument("--samples", type=int, default=96, help="held-out scenes per set")
+    parser.add_argument("--samples", type=int, default=64, help="held-out scenes per set")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--prompts", nargs="+", choices=PROMPTS, default=list(PROMPTS))
     return parser.parse_args(argv)
@@ -147,14 +155,16 @@ def main(argv=None) -> int:
     scenes = scene_sets(args.samples)
     summaries, report = {}, ["# Trained twins: BA vs plain SAM beyond the training size\n"]
     for set_name in args.sets:
+        with shared_image_embeddings(variants.values()):  # boxes and clicks on the same scenes: one encoder pass
+            for prompt in args.prompts:
+                first = set_name == args.sets[0] and prompt == args.prompts[0]
+                summaries[set_name, prompt] = run_study(
+                    twin, variants, sizes, prompt=prompt, scenes=scenes[set_name], seed=HELD_OUT_SEED,
+                    output_dir=args.output / f"{set_name}-{prompt}", overlay=list(VARIANTS) if first else (),
+                    model_name="twins",
+                )  # fmt: skip
         for prompt in args.prompts:
-            first = set_name == args.sets[0] and prompt == args.prompts[0]
-            summary = run_study(
-                twin, variants, sizes, prompt=prompt, scenes=scenes[set_name], seed=HELD_OUT_SEED,
-                output_dir=args.output / f"{set_name}-{prompt}", overlay=list(VARIANTS) if first else (),
-                model_name="twins",
-            )  # fmt: skip
-            summaries[set_name, prompt] = summary
+            summary = summaries[set_name, prompt]
             count = summary["results"][0]["counts"]["evaluated"]
             report.append(f"## {set_name} scenes, {PROMPT_NAMES[prompt]} ({count} held-out scenes)\n")
             report.append("Mean IoU:\n\n" + study_table(summary))

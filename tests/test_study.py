@@ -102,6 +102,27 @@ def test_run_study_on_given_scenes_keeps_per_sample_iou_for_paired_differences(t
         study.paired_difference(summary, "BA", "missing", 96)
 
 
+@torch.no_grad()
+def test_shared_image_embeddings_runs_the_encoder_once_per_input(sample_inputs, single_thread):
+    """Inside the block, the same pixels reach the vision encoder once (other pixels are computed), the outputs are
+    those of the model without it, and the encoder is itself again afterwards."""
+    model = randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs(**BA_ON)))).eval()
+    expected = model(**sample_inputs).pred_masks
+    computed = []  # the patch embedding runs only when the encoder really computes
+    model.vision_encoder.patch_embed.register_forward_pre_hook(lambda module, args: computed.append(1))
+    other = dict(sample_inputs, pixel_values=sample_inputs["pixel_values"] + 1)
+    with study.shared_image_embeddings([model, model]):
+        first = model(**sample_inputs).pred_masks
+        again = model(**sample_inputs).pred_masks
+        model(**other)
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    torch.testing.assert_close(again, expected, rtol=0, atol=0)
+    assert len(computed) == 2  # sample_inputs once, other once
+    assert "forward" not in vars(model.vision_encoder)
+    model(**sample_inputs)
+    assert len(computed) == 3
+
+
 def test_compare_command_writes_table_plot_and_overlay(tmp_path, capsys, single_thread):
     folder = save_tiny_model(tmp_path / "model", **BA_ON)
     output = tmp_path / "compare"

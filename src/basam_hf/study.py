@@ -10,11 +10,13 @@ output folder (a rerun reuses them: long studies resume), and writes `results.md
 `results.json` and `miou_vs_size.png`. [`overlay_grid`] draws one scene's predicted masks per variant and size.
 """
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,34 @@ def build_variants(model, variants: Mapping[str, Mapping | object], *, dtype=Non
         else:
             built[name] = as_model(spec, dtype=dtype)
     return built
+
+
+@contextlib.contextmanager
+def shared_image_embeddings(models: Iterable) -> Iterator[None]:
+    """Within the block, each model's vision encoder returns its earlier output for the same pixels and arguments
+    instead of recomputing it (a memo keyed by the input's bytes): the same scenes evaluated from boxes, then from
+    clicks, run the encoder once. Outputs are kept until the block ends, so keep it to one set of scenes."""
+    encoders = list({id(model.vision_encoder): model.vision_encoder for model in models}.values())
+
+    def memoized(encoder):
+        compute, memo = encoder.forward, {}
+
+        def forward(pixel_values, *args, **kwargs):
+            digest = hashlib.blake2b(pixel_values.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
+            key = (digest, tuple(pixel_values.shape), str(pixel_values.dtype), repr(args), repr(sorted(kwargs.items())))
+            if key not in memo:
+                memo[key] = compute(pixel_values, *args, **kwargs)
+            return memo[key]
+
+        return forward
+
+    for encoder in encoders:
+        encoder.forward = memoized(encoder)  # an instance attribute: nn.Module.__call__ finds it first
+    try:
+        yield
+    finally:
+        for encoder in encoders:
+            del encoder.forward
 
 
 def run_study(
@@ -292,6 +322,7 @@ __all__ = [
     "paired_difference",
     "run_study",
     "scaled_sizes",
+    "shared_image_embeddings",
     "study_table",
     "write_study_reports",
 ]
