@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from .configuration_basam import BA_FIELDS
@@ -108,8 +109,9 @@ def shared_image_embeddings(models: Iterable) -> Iterator[None]:
         compute, memo = encoder.forward, {}
 
         def forward(pixel_values, *args, **kwargs):
-            digest = hashlib.blake2b(pixel_values.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
-            key = (digest, tuple(pixel_values.shape), str(pixel_values.dtype), repr(args), repr(sorted(kwargs.items())))
+            raw = pixel_values.detach().cpu().contiguous().view(torch.uint8).numpy()  # any dtype, bfloat16 too
+            digest = hashlib.blake2b(raw.tobytes(), digest_size=16).hexdigest()
+            key = (digest, tuple(pixel_values.shape), str(pixel_values.dtype), repr((args, sorted(kwargs.items()))))
             if key not in memo:
                 memo[key] = compute(pixel_values, *args, **kwargs)
             return memo[key]
