@@ -124,7 +124,7 @@ def plot(summaries: dict, sizes: list[int], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.8), squeeze=False)
+    figure, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 4.2), squeeze=False)
     styles = {BA_AS_TRAINED: "-o", BA_SWITCHED: ":o", PLAIN_AS_TRAINED: "-s", PLAIN_SWITCHED: ":s"}
     for axis, ((set_name, prompt), summary) in zip(axes[0], summaries.items(), strict=True):
         for name, style in styles.items():
@@ -138,8 +138,8 @@ def plot(summaries: dict, sizes: list[int], path: Path) -> None:
         axis.set_xlabel("input size (px)")
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("mIoU")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
-    figure.tight_layout()
+    figure.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(styles), fontsize=8)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend below the panels
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
             count = summary["results"][0]["counts"]["evaluated"]
             report.append(f"## {set_name} scenes, {PROMPT_NAMES[prompt]} ({count} held-out scenes)\n")
             report.append("Mean IoU:\n\n" + study_table(summary))
-            report.append("Paired per-scene IoU differences, mean [95 % bootstrap interval]:\n\n")
+            report.append("Paired per-scene IoU differences, mean [95 % bootstrap interval]:\n")
             report.append(contrast_table(summary, sizes))
     args.output.mkdir(parents=True, exist_ok=True)
     text = "\n".join(report)
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     plot(summaries, sizes, args.output / "miou_vs_size.png")
     first = args.output / f"{args.sets[0]}-{args.prompts[0]}" / "overlay.png"
     if first.is_file():
-        (args.output / "overlay.png").write_bytes(first.read_bytes())
+        first.replace(args.output / "overlay.png")  # one copy, next to the plot
     print(text)
     print(f"Reports in {args.output}")
     return 0

@@ -120,6 +120,37 @@ Stage 7 continues the installed 1024 px model:
         --batch-size 4 --learning-rate 2e-4 --lr-step-epochs 1 --max-steps 1500 --eval-steps 250 \
         --save-steps 50 --num-workers 1 --seed 1 --test-prompts box point
 
+The trained twins of `examples/resolution_study.py` (issue 17) differ only in BA while training. Both continue the
+previous embedded model (256 px, 16 x 16 tokens, trained as plain SAM on synthetic scenes with boxes; commit
+b0ec110) for 1,500 steps of 8 at 256 px only, on the same cached mixed training set (2,000 synthetic scenes and 4,000
+photo composites written once at 256 px, `--cache-train`), with mixed prompts, the same seed and schedule; one with
+the package's default BA settings (`--ba-defaults`), one as plain SAM:
+
+    mkdir -p runs/twins/init-256 && for f in config.json model.safetensors processor_config.json; do
+        git show b0ec110:src/basam_hf/default/$f > runs/twins/init-256/$f; done
+    TWIN="--data-dir runs/twins/data --init-from runs/twins/init-256 --image-size 256 --data mixed --cache-train \
+        --train-samples 2000 --photo-samples 4000 --synthetic-size 256 --val-samples 48 --test-samples 64 \
+        --prompt mixed --batch-size 8 --learning-rate 5e-4 --lr-step-epochs 1 --max-steps 1500 --eval-steps 500 \
+        --save-steps 100 --seed 0 --threads 1 --test-prompts box point"
+    python scripts/train_default_model.py --output-dir runs/twins/ba --ba-defaults $TWIN
+    python scripts/train_default_model.py --output-dir runs/twins/off $TWIN
+    # committed as training/twins/{ba,off}: the final models (step 1,500)
+    for twin in ba off; do python scripts/train_default_model.py --output-dir runs/twins/$twin \
+        --export-state runs/twins/$twin/checkpoints/checkpoint-1500 --state-dir training/twins/$twin; done
+
+- 1,017 s each (0.68 s per step), the two runs side by side on the 2 cores, one thread each;
+- training loss, mean per 300 steps: BA twin 0.839, 0.680, 0.586, 0.564, 0.532; plain twin 0.839, 0.681, 0.587,
+  0.566, 0.530;
+- validation box mIoU at 256 px (48 synthetic + 48 photo composites), steps 500 / 1,000 / 1,500: BA twin 0.594,
+  0.633, 0.635; plain twin 0.598, 0.628, 0.634;
+- held-out test at 256 px (64 scenes per set): synthetic box 0.691 (BA twin) / 0.688 (plain twin), click 0.600 /
+  0.606; photo composites box 0.476 / 0.461, click 0.418 / 0.412 (`examples/resolution_study.py` measures them at
+  1x to 4x, with intervals);
+- tried first: the same twins from a fresh initialisation (`--learning-rate 1e-3`, no `--init-from`) still
+  predicted empty masks at step 500 (validation IoU 0.00 for both) with the mixed prompts and photo composites, where
+  box-only training on synthetic scenes had reached 0.49; at the session's budget the twins start from a trained
+  model instead, the same one for both.
+
 Install a trained run (with the package's BA settings, `--install-ba`; re-evaluated after installation):
 
     python scripts/train_default_model.py --output-dir runs/stage-5-1024 --data-dir runs/data-1024 --skip-training \
