@@ -119,6 +119,20 @@ Stage 7 continues the installed 1024 px model:
         --train-sizes 512 512 768 1024 --photo-samples 16000 --synthetic-size 512 --val-samples 48 \
         --batch-size 4 --learning-rate 2e-4 --lr-step-epochs 1 --max-steps 1500 --eval-steps 250 \
         --save-steps 50 --num-workers 1 --seed 1 --test-prompts box point
+    python scripts/train_default_model.py --output-dir runs/stage-8 \
+        --export-state runs/stage-8/checkpoints/checkpoint-750 --state-dir training/default-model/stage-8
+
+- stopped at step 750 of 1,500 (the session's budget; most of its first hour went to the twins below): 3.2-5 s per
+  step with 2 threads on an otherwise idle machine. Its first 36 steps ran twice (a second copy was started into the
+  same folder and stopped); the committed log keeps steps 37-750 of the run whose checkpoints were exported;
+- training loss, mean per 75 steps (from step 37): 0.68, 0.68, 0.67, 0.63, 0.65, 0.54, 0.64, 0.63, 0.58, 0.64;
+- validation box mIoU at 1024 px (48 synthetic + 48 photo composites): step 250: 0.672, 500: 0.650, 750: 0.668;
+- quick held-out check (24 scenes per set at 1024 px, seed 102, as for stage 7; ellipse baseline 0.668 on these
+  photo composites, 0.636 on these synthetic scenes): photo composites box 0.531 (stage 7: 0.462), single click
+  0.405 (0.333); synthetic scenes box 0.807 (0.801), single click 0.688 (0.667). Boxes on photos are still below the
+  image-blind baseline;
+- stage 9 continues from `training/default-model/stage-8` with the stage-8 command, `--init-from` changed and
+  `--seed 2`.
 
 The trained twins of `examples/resolution_study.py` (issue 17) differ only in BA while training. Both continue the
 previous embedded model (256 px, 16 x 16 tokens, trained as plain SAM on synthetic scenes with boxes; commit
