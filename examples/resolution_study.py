@@ -24,15 +24,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from basam_hf.assessment import bootstrap_interval
 from basam_hf.composites import composite_segmentation_dataset
 from basam_hf.configuration_basam import BA_DEFAULTS
 from basam_hf.evaluation import BA_OFF, ba_variant, load_model
 from basam_hf.study import (
     HELD_OUT_SEED,
     _rendered,
+    mean_with_interval,
     paired_difference,
     run_study,
     scaled_sizes,
@@ -92,9 +90,7 @@ def degradation_difference(summary: dict, size: int, base: int) -> dict:
     ba_big, ba_base = found[BA_AS_TRAINED, size], found[BA_AS_TRAINED, base]
     plain_big, plain_base = found[PLAIN_AS_TRAINED, size], found[PLAIN_AS_TRAINED, base]
     ids = sorted(set(ba_big) & set(ba_base) & set(plain_big) & set(plain_base))
-    values = [(ba_big[i] - ba_base[i]) - (plain_big[i] - plain_base[i]) for i in ids]
-    low, high = bootstrap_interval(values)
-    return {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(ids)}
+    return mean_with_interval([(ba_big[i] - ba_base[i]) - (plain_big[i] - plain_base[i]) for i in ids])
 
 
 def cell(difference: dict) -> str:
@@ -180,12 +176,12 @@ def main(argv=None) -> int:
         for (set_name, prompt), summary in summaries.items()
     }
     means = {
-        f"{set_name}-{prompt}": {r["model"]: {} for r in summary["results"]}
+        f"{set_name}-{prompt}": {
+            name: {r["size"]: r["metrics"]["iou"] for r in summary["results"] if r["model"] == name}
+            for name in VARIANTS
+        }
         for (set_name, prompt), summary in summaries.items()
     }
-    for (set_name, prompt), summary in summaries.items():
-        for r in summary["results"]:
-            means[f"{set_name}-{prompt}"][r["model"]][r["size"]] = r["metrics"]["iou"]
     results = {"sizes": sizes, "samples": args.samples, "miou": means, "paired_differences": contrasts}
     (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     plot(summaries, sizes, args.output / "miou_vs_size.png")
