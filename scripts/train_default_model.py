@@ -239,9 +239,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--cache-train",
         action="store_true",
-        help="--data mixed: write the training set once, shrunk to --image-size, as an image folder under --data-dir "
+        help="--data mixed: write the training set once, shrunk to --cache-size, as an image folder under --data-dir "
         "(reused by later runs: the twins of examples/resolution_study.py share one)",
     )
+    parser.add_argument("--cache-size", type=int, help="longest side of cached samples (default: --image-size)")
+    parser.add_argument("--cache-workers", type=int, default=0, help="processes writing the cache (0: this one)")
     parser.add_argument("--val-samples", type=int, default=128, help="validation samples (per source with mixed)")
     parser.add_argument("--test-samples", type=int, default=256, help="held-out samples (per source with mixed)")
     # Training (basam_hf.training.finetune).
@@ -371,10 +373,11 @@ def cached_train_set(train_set, args: argparse.Namespace):
     training size, named after what it holds so that runs with other data settings do not share it."""
     from basam_hf.data import load_segmentation_dataset, write_image_folder
 
-    name = f"mixed-train-{args.train_samples}-{args.photo_samples}-{args.synthetic_size}px-max{args.image_size}"
+    size = args.cache_size or args.image_size
+    name = f"mixed-train-{args.train_samples}-{args.photo_samples}-{args.synthetic_size}px-max{size}"
     folder = (args.data_dir or args.output_dir / "data") / name
     if not (folder / "complete").is_file():
-        write_image_folder(train_set, folder, max_side=args.image_size)
+        write_image_folder(train_set, folder, max_side=size, num_workers=args.cache_workers)
         (folder / "complete").write_text(f"{len(train_set)} samples\n")
     # Listed by name, not in the generated order: the seeded sampler draws the training order either way.
     return load_segmentation_dataset(str(folder))

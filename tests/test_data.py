@@ -503,3 +503,31 @@ def test_write_image_folder_shrinks_to_max_side_and_resumes(tmp_path):
     (root / "masks" / "s1.png").unlink()  # as if interrupted before s1's mask was written
     write_image_folder(dataset, root, max_side=50, progress=False)
     assert reads == [0, 1, 1]
+
+
+def test_write_image_folder_in_worker_processes_writes_the_same_files(tmp_path):
+    """Rendering in forked workers (the dataset reads through a closure, which does not pickle) gives the same
+    folder, byte for byte, as rendering in the calling process."""
+    rng = np.random.default_rng(0)
+    masks = [rng.random((30 + i, 40)) > 0.5 for i in range(9)]
+
+    def read(index: int) -> dict:
+        image = Image.fromarray((masks[index][..., None] * rng.integers(0, 255, 3)).astype(np.uint8))
+        return {"id": f"s{index}", "image": image, "mask": masks[index]}
+
+    seeded = {}  # the images must not depend on the process: draw their colours once, here
+
+    def read_seeded(index: int) -> dict:
+        seeded.setdefault(index, read(index))
+        return seeded[index]
+
+    for index in range(len(masks)):
+        read_seeded(index)
+    dataset = SegmentationDataset([f"s{i}" for i in range(len(masks))], read_seeded, {"source": "test"})
+    serial = write_image_folder(dataset, tmp_path / "serial", max_side=32, progress=False)
+    forked = write_image_folder(dataset, tmp_path / "forked", max_side=32, progress=False, num_workers=2)
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*.png"))
+    assert len(files) == 2 * len(masks)
+    assert files == sorted(p.relative_to(forked) for p in forked.rglob("*.png"))
+    for name in files:
+        assert (serial / name).read_bytes() == (forked / name).read_bytes(), name

@@ -21,6 +21,7 @@ Conversions (documented in the README):
   pixels.
 """
 
+import functools
 import hashlib
 import io
 import json
@@ -197,35 +198,67 @@ def concatenate_segmentation_datasets(*parts: SegmentationDataset) -> Segmentati
     return SegmentationDataset(ids, read, info | {"parts": [part.info for part in parts]})
 
 
+def _write_sample(dataset: SegmentationDataset, root: Path, max_side: int | None, index: int) -> None:
+    """Write sample `index` of `dataset` into the image folder `root` (see [`write_image_folder`])."""
+    sample_id, sample = dataset.ids[index], dataset[index]
+    image, mask = sample["image"], Image.fromarray(np.asarray(sample["mask"], dtype=np.uint8) * 255)
+    scale = max_side / max(image.size) if max_side else 1.0
+    if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        mask = mask.resize(size, Image.Resampling.NEAREST)
+    image.save(root / "images" / f"{sample_id}.png", compress_level=1)
+    # The mask last, through a temporary name: a mask on disk means the sample is complete.
+    mask_file = root / "masks" / f"{sample_id}.png"
+    partial = mask_file.with_suffix(".partial")  # not an image suffix: never read as a mask
+    mask.save(partial, format="PNG", compress_level=1)
+    os.replace(partial, mask_file)
+
+
+_FORKED_WRITE: Callable[[int], None] | None = None  # what forked workers of write_image_folder call
+
+
+def _forked_write(index: int) -> None:
+    _FORKED_WRITE(index)
+
+
 def write_image_folder(
-    dataset: SegmentationDataset, path: str | os.PathLike, max_side: int | None = None, progress: bool = True
+    dataset: SegmentationDataset,
+    path: str | os.PathLike,
+    max_side: int | None = None,
+    progress: bool = True,
+    num_workers: int = 0,
 ) -> Path:
     """Write every sample of `dataset` as `path/images/<id>.png` and `path/masks/<id>.png` (L, 0/255), the image
     folder [`load_segmentation_dataset`] reads. With `max_side`, larger samples are shrunk to that longest side (image
     bilinear, mask nearest): a dataset made when read (photo composites) is then rendered once, small, and shared by
-    several runs. A sample whose mask is on disk is kept, so an interrupted write resumes; returns `path`."""
+    several runs. A sample whose mask is on disk is kept, so an interrupted write resumes; returns `path`.
+    `num_workers` > 0 renders in that many forked processes (Linux and macOS; a dataset reading through a closure
+    does not pickle, a forked worker inherits it)."""
+    global _FORKED_WRITE
     from tqdm.auto import tqdm
 
     root = Path(path)
     for folder in ("images", "masks"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    for index in tqdm(range(len(dataset)), desc=f"writing {root.name}", disable=not progress):
-        sample_id = dataset.ids[index]
-        mask_file = root / "masks" / f"{sample_id}.png"
-        if mask_file.is_file():
-            continue
-        sample = dataset[index]
-        image, mask = sample["image"], Image.fromarray(np.asarray(sample["mask"], dtype=np.uint8) * 255)
-        scale = max_side / max(image.size) if max_side else 1.0
-        if scale < 1.0:
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            image = image.resize(size, Image.Resampling.BILINEAR)
-            mask = mask.resize(size, Image.Resampling.NEAREST)
-        image.save(root / "images" / f"{sample_id}.png", compress_level=1)
-        # The mask last, through a temporary name: a mask on disk means the sample is complete.
-        partial = mask_file.with_suffix(".partial")  # not an image suffix: never read as a mask
-        mask.save(partial, format="PNG", compress_level=1)
-        os.replace(partial, mask_file)
+    todo = [i for i, sample_id in enumerate(dataset.ids) if not (root / "masks" / f"{sample_id}.png").is_file()]
+    write = functools.partial(_write_sample, dataset, root, max_side)
+    bar = tqdm(total=len(todo), desc=f"writing {root.name}", disable=not progress)
+    if num_workers > 0 and len(todo) > 1:
+        import multiprocessing
+
+        _FORKED_WRITE = write
+        try:
+            with multiprocessing.get_context("fork").Pool(num_workers) as pool:
+                for _ in pool.imap_unordered(_forked_write, todo, chunksize=4):
+                    bar.update()
+        finally:
+            _FORKED_WRITE = None
+    else:
+        for index in todo:
+            write(index)
+            bar.update()
+    bar.close()
     return root
 
 
