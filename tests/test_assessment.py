@@ -12,8 +12,9 @@ from basam_hf.assessment import (
     inscribed_ellipse,
     matched_objects,
     predicted_vs_actual_iou,
+    prompt_scores,
 )
-from basam_hf.evaluation import load_model, load_processor
+from basam_hf.evaluation import evaluate, load_model, load_processor
 from basam_hf.synthetic import synthetic_segmentation_dataset
 
 
@@ -91,3 +92,19 @@ def test_predicted_vs_actual_iou_scores_every_returned_mask(tiny, single_thread)
     assert ((0 <= actual) & (actual <= 1)).all()
     predicted, actual = predicted_vs_actual_iou(model, processor, dataset, prompt="box")
     assert predicted.shape == (3,)
+
+
+def test_prompt_scores_match_evaluate_and_the_ellipse_baseline(tiny, single_thread):
+    """Each prompt's mean is evaluate()'s mIoU on the same samples and prompts (run here without the shared encoder
+    pass), with an interval around it; the baseline and the paired difference follow from the per-sample values."""
+    model, _ = tiny
+    scenes = synthetic_segmentation_dataset(4, 64, seed=6)
+    report = prompt_scores(model, {"scenes": scenes}, prompts=("box", "point"), seed=3)["scenes"]
+    for prompt in ("box", "point"):
+        expected = evaluate(model, scenes, prompt=prompt, seed=3)["results"][0]["metrics"]["iou"]
+        row = report[prompt]
+        assert row["mean"] == pytest.approx(expected, abs=1e-6) and row["n"] == 4
+        assert row["low"] <= row["mean"] <= row["high"]
+    ellipse = ellipse_baseline(scenes)
+    assert report["ellipse"]["mean"] == pytest.approx(ellipse.mean())
+    assert report["box - ellipse"]["mean"] == pytest.approx(report["box"]["mean"] - ellipse.mean())

@@ -173,3 +173,26 @@ def test_training_script_trains_on_mixed_data_with_ba_and_exports_a_stage_state(
     assert json.loads((state / "trainer_state.json").read_text())["global_step"] == 2
     assert all(exported.state_dict()[name].equal(tensor) for name, tensor in trained.state_dict().items())
     assert not list(state.glob("*.py"))
+
+
+def load_assessment_script():
+    spec = importlib.util.spec_from_file_location("assess_default_model", REPO / "scripts" / "assess_default_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_assessment_script_writes_the_acceptance_table(tmp_path, single_thread):
+    """The acceptance table on a tiny random model: every bar is judged, and a random model meets none of the
+    quality bars (only the weights-size one)."""
+    pytest.importorskip("skimage")
+    script = load_assessment_script()
+    folder = Path(save_tiny_model(tmp_path / "tiny", seed=3))
+    output = tmp_path / "assess"
+    assert script.main(["--model", str(folder), "--output", str(output), "--samples", "3", "--scenes", "1"]) == 0
+    report = json.loads((output / "acceptance.json").read_text())
+    assert set(report["prompts"]) == {"synthetic", "photo"} and report["prompts"]["photo"]["box"]["n"] == 3
+    assert report["weights_mb"] == round((folder / "model.safetensors").stat().st_size / 2**20, 2)
+    assert [bar for bar, ok in report["meets"].items() if ok] == ["weights <= 40 MB"]
+    assert "| photo |" in (output / "acceptance.md").read_text()

@@ -1,0 +1,144 @@
+"""Issue 15's acceptance table for a model (default: the embedded one), on held-out data at the model's input size.
+
+- box and single-click mIoU with 95 % bootstrap intervals on held-out synthetic scenes and on photo composites made
+  from the test photos only (never seen in training or validation), next to the image-blind baseline (the ellipse
+  inscribed in the box) and the paired box-minus-ellipse difference (`basam_hf.assessment.prompt_scores`);
+- automatic mask generation at the pipeline's default thresholds on held-out composite scenes: the share of their
+  objects found with IoU >= 0.5 (`automatic_mask_recall`);
+- the correlation of predicted and actual IoU over every mask returned for single clicks and boxes on the composites
+  (`predicted_vs_actual_iou`);
+- the size of `model.safetensors`.
+
+    python scripts/assess_default_model.py --output runs/assess-default
+    python scripts/assess_default_model.py --model training/default-model/stage-9 --output runs/assess-stage-9
+
+Writes `OUTPUT/acceptance.json` and `OUTPUT/acceptance.md` (the table the README quotes). The seconds per box at
+1024 px come from `benchmarks/bench_default_model.py`, not from here.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TEST_SEED = 102  # the held-out seed of scripts/train_default_model.py (synthetic.dataset_seeds keeps it disjoint)
+BAR = {  # issue 15: {set: {prompt: minimum mIoU}}, and box must beat the ellipse by MARGIN
+    "synthetic": {"box": 0.88, "point": 0.75},
+    "photo": {"box": 0.85, "point": 0.70},
+}
+MARGIN, RECALL_BAR, CORRELATION_BAR, WEIGHTS_MB = 0.05, 0.60, 0.60, 40
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default", help="model folder, repo id or `default`")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--samples", type=int, default=128, help="held-out samples per set")
+    parser.add_argument("--scenes", type=int, default=32, help="composite scenes for automatic mask generation")
+    parser.add_argument("--size", type=int, help="input size (default: the model's)")
+    parser.add_argument("--threads", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def weights_file(name: str) -> Path | None:
+    from basam_hf.hub import resolve_model
+
+    path = Path(resolve_model(name)) / "model.safetensors"
+    return path if path.is_file() else None
+
+
+def assess(args: argparse.Namespace) -> dict:
+    from basam_hf.assessment import automatic_mask_recall, predicted_vs_actual_iou, prompt_scores
+    from basam_hf.composites import compose, composite_seeds, composite_segmentation_dataset
+    from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.synthetic import synthetic_segmentation_dataset
+
+    model = load_model(args.model)
+    processor = load_processor(args.model, model)
+    size = args.size or model.config.vision_config.image_size
+    sets = {
+        "synthetic": synthetic_segmentation_dataset(args.samples, size, seed=TEST_SEED),
+        "photo": composite_segmentation_dataset(args.samples, "test", seed=TEST_SEED),
+    }
+    start = time.perf_counter()
+    report = {"model": args.model, "size": size, "samples": args.samples, "seed": TEST_SEED}
+    report["prompts"] = prompt_scores(model, sets, prompts=("box", "point"), size=size, seed=TEST_SEED)
+    scenes = [compose(seed, "test") for seed in composite_seeds(args.scenes, TEST_SEED + 1)]  # other scenes
+    report["automatic"] = automatic_mask_recall(model, processor, scenes) | {"scenes": args.scenes}
+    pairs = [
+        predicted_vs_actual_iou(model, processor, sets["photo"], prompt=p, seed=TEST_SEED) for p in ("click", "box")
+    ]
+    predicted, actual = (np.concatenate(values) for values in zip(*pairs))
+    report["iou_correlation"] = {"pearson": float(np.corrcoef(predicted, actual)[0, 1]), "masks": int(actual.size)}
+    weights = weights_file(args.model)
+    report["weights_mb"] = round(weights.stat().st_size / 2**20, 2) if weights else None
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    report["meets"] = meets(report)
+    return report
+
+
+def meets(report: dict) -> dict:
+    """Which of issue 15's bars the report meets."""
+    checks = {}
+    for name, bars in BAR.items():
+        row = report["prompts"][name]
+        for prompt, bar in bars.items():
+            checks[f"{name} {prompt} >= {bar}"] = row[prompt]["mean"] >= bar
+        checks[f"{name} box - ellipse >= {MARGIN}"] = row["box - ellipse"]["mean"] >= MARGIN
+    checks[f"automatic recall >= {RECALL_BAR}"] = report["automatic"]["recall"] >= RECALL_BAR
+    checks[f"IoU correlation >= {CORRELATION_BAR}"] = report["iou_correlation"]["pearson"] >= CORRELATION_BAR
+    checks[f"weights <= {WEIGHTS_MB} MB"] = report["weights_mb"] is not None and report["weights_mb"] <= WEIGHTS_MB
+    return checks
+
+
+def interval(row: dict) -> str:
+    return f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# Acceptance (issue 15): `{report['model']}` at {report['size']} px, {report['samples']} held-out samples "
+        "per set, 95 % bootstrap intervals",
+        "",
+        "| set | box mIoU | single-click mIoU | ellipse baseline | box - ellipse |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in report["prompts"].items():
+        cells = [interval(row[key]) for key in ("box", "point", "ellipse", "box - ellipse")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    auto, corr = report["automatic"], report["iou_correlation"]
+    lines += [
+        "",
+        f"- automatic masks (pipeline defaults, {auto['scenes']} composite scenes, {auto['objects']} objects): "
+        f"recall at IoU >= 0.5 {auto['recall']:.3f}, mean best IoU {auto['mean_best_iou']:.3f}, "
+        f"{auto['masks_per_image']:.1f} masks per image;",
+        f"- predicted vs actual IoU (photo composites, {corr['masks']} masks): Pearson {corr['pearson']:.3f};",
+        f"- weights: {report['weights_mb']} MB; assessed in {report['seconds']:.0f} s.",
+        "",
+        "| bar | met |",
+        "|---|---|",
+    ]
+    lines += [f"| {bar} | {'yes' if ok else 'no'} |" for bar, ok in report["meets"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    report = assess(args)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "acceptance.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (args.output / "acceptance.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
