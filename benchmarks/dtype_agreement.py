@@ -5,9 +5,12 @@ their ground-truth boxes with `basam_hf.segment.segment_image` (what `basam-hf s
 model loaded in float32 and in each other dtype. Reported per dtype and size: the mean and worst IoU between its masks
 and float32's, the mean IoU of each with the ground truth, and the median seconds per scene with the ratio to float32
 (same run; the dtypes take turns on every scene, so load drift hits them alike, after one warm-up scene each).
+`--hf-sam` adds the same weights in transformers' `SamModel` (float32, so BA off) to the rotation: the time per box
+against HF SAM in the same run, and how much BA changes the masks.
 
     python benchmarks/dtype_agreement.py                          # default model, 16 scenes at its size
     python benchmarks/dtype_agreement.py --sizes 512 1024 --scenes 8 --dtypes bfloat16
+    python benchmarks/dtype_agreement.py --sizes 1024 --scenes 8 --dtypes --hf-sam   # seconds per box vs HF SAM
 
 Writes `benchmarks/results/dtype-agreement-<timestamp>.json` (+ `.md`) and prints the table. See README.md.
 """
@@ -24,6 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_busy_seconds, machine_description, timestamp, write_report
 
 LOW = ("bfloat16", "float16")
+HF_SAM = "hf-sam"  # the same weights in transformers' SamModel, float32
+
+
+def hf_sam(model):
+    """`model`'s weights in transformers' `SamModel` (which has no BA: plain SAM attention)."""
+    from transformers import SamConfig, SamModel
+
+    config = model.config.to_dict()
+    parts = ("vision_config", "prompt_encoder_config", "mask_decoder_config")
+    sam = SamModel(SamConfig(**{part: config[part] for part in parts}))
+    sam.load_state_dict(model.state_dict())
+    return sam.eval()
 
 
 def run(args) -> dict:
@@ -40,11 +55,17 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     dtypes = ["float32"] + [dtype for dtype in dict.fromkeys(args.dtypes) if dtype != "float32"]
     models = {dtype: load_model(args.model, dtype=dtype) for dtype in dtypes}
+    if args.hf_sam:
+        dtypes.append(HF_SAM)
+        models[HF_SAM] = hf_sam(models["float32"])
     processors = {dtype: load_processor(args.model, model) for dtype, model in models.items()}
-    sizes = args.sizes or [models["float32"].config.vision_config.image_size]
+    native = models["float32"].config.vision_config.image_size
+    sizes = args.sizes or [native]
     rows = []
     for size in sizes:
         scenes = synthetic_segmentation_dataset(args.scenes + 1, size, seed=HELD_OUT_SEED)
+        # SamModel only takes its own input size (its patch embedding checks it).
+        dtypes = [dtype for dtype in models if dtype != HF_SAM or size == native]
         masks = {dtype: [] for dtype in dtypes}
         seconds = {dtype: [] for dtype in dtypes}
         truths = []
@@ -77,12 +98,15 @@ def run(args) -> dict:
                 row["mask_iou_vs_float32_min"] = round(float(np.min(agreement)), 5)
                 row["time_vs_float32"] = round(row["median_s_per_scene"] / statistics.median(seconds["float32"]), 3)
                 row["per_scene_mask_iou_vs_float32"] = [round(float(value), 5) for value in agreement]
+            if HF_SAM in dtypes:
+                row["time_vs_hf_sam"] = round(row["median_s_per_scene"] / statistics.median(seconds[HF_SAM]), 3)
             rows.append(row)
-    return {"dtypes": dtypes, "sizes": sizes, "rows": rows}
+    return {"dtypes": list(models), "sizes": sizes, "rows": rows}
 
 
 def markdown(report: dict) -> str:
     config, machine = report["config"], report["machine"]
+    versus_hf = any("time_vs_hf_sam" in row for row in report["rows"])
     lines = [
         f"dtype agreement {report['timestamp']}: model `{config['model']}`, {config['scenes']} held-out scenes (seed "
         f"{config['seed']}) per size, box prompts, {config['threads']} threads; {machine['cpu_model']} (torch CPU "
@@ -92,8 +116,9 @@ def markdown(report: dict) -> str:
         f"{'/'.join(f'{x:.2f}' for x in report['loadavg_end'])}; other processes used {report['others_cpu_cores']} "
         "cores on average during the run.",
         "",
-        "| size | dtype | mask IoU vs float32, mean (worst) | IoU with ground truth | median s/scene | time × float32 |",
-        "|---:|---|---|---:|---:|---:|",
+        "| size | dtype | mask IoU vs float32, mean (worst) | IoU with ground truth | median s/scene | time × float32 |"
+        + (" time × HF SAM |" if versus_hf else ""),
+        "|---:|---|---|---:|---:|---:|" + ("---:|" if versus_hf else ""),
     ]
     for row in report["rows"]:
         agreement = (
@@ -105,6 +130,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {row['size']} | {row['dtype']} | {agreement} | {row['iou_with_ground_truth']:.4f} | "
             f"{row['median_s_per_scene']:.2f} | {ratio} |"
+            + (f" {row['time_vs_hf_sam']:.2f} |" if "time_vs_hf_sam" in row else " – |" if versus_hf else "")
         )
     return "\n".join(lines)
 
@@ -114,7 +140,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="default", help="repo id, folder, or `default` (the embedded model)")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="input sizes (default: the model's)")
     parser.add_argument("--scenes", type=int, default=16, help="held-out scenes per size (default: %(default)s)")
-    parser.add_argument("--dtypes", nargs="+", choices=LOW, default=list(LOW))
+    parser.add_argument("--dtypes", nargs="*", choices=LOW, default=list(LOW), help="none: float32 only")
+    parser.add_argument("--hf-sam", action="store_true", help="also time the same weights in transformers' SamModel")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     args = parser.parse_args(argv)
