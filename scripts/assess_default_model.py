@@ -10,7 +10,8 @@
 - the size of `model.safetensors`.
 
     python scripts/assess_default_model.py --output runs/assess-default
-    python scripts/assess_default_model.py --model training/default-model/stage-9 --output runs/assess-stage-9
+    python scripts/assess_default_model.py --model training/default-model/stage-9 --output runs/assess-stage-9 \
+        --compare runs/assess-default/acceptance.json     # + paired differences to another model's report
 
 Writes `OUTPUT/acceptance.json` and `OUTPUT/acceptance.md` (the table the README quotes). The seconds per box at
 1024 px come from `benchmarks/bench_default_model.py`, not from here.
@@ -40,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scenes", type=int, default=32, help="composite scenes for automatic mask generation")
     parser.add_argument("--size", type=int, help="input size (default: the model's)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--compare", type=Path, help="another model's acceptance.json (same samples): paired differences to it"
+    )
     return parser.parse_args(argv)
 
 
@@ -94,6 +98,22 @@ def meets(report: dict) -> dict:
     return checks
 
 
+def paired_differences(report: dict, other: dict) -> dict:
+    """`{set: {prompt: mean difference this - other with its interval}}` over the samples both reports scored."""
+    from basam_hf.study import mean_with_interval
+
+    differences = {}
+    for name, row in report["prompts"].items():
+        mine, theirs = row["per_sample"], other["prompts"][name]["per_sample"]
+        if mine["ids"] != theirs["ids"]:
+            raise SystemExit(f"The reports scored different {name} samples; rerun both with the same --samples.")
+        differences[name] = {
+            prompt: mean_with_interval([a - b for a, b in zip(mine[prompt], theirs[prompt])])
+            for prompt in ("box", "point")
+        }
+    return differences
+
+
 def interval(row: dict) -> str:
     return f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
 
@@ -122,6 +142,11 @@ def markdown(report: dict) -> str:
         "|---|---|",
     ]
     lines += [f"| {bar} | {'yes' if ok else 'no'} |" for bar, ok in report["meets"].items()]
+    if "compared_to" in report:
+        lines += ["", f"Paired differences to `{report['compared_to']['model']}` (this minus that):", ""]
+        lines += ["| set | box | single click |", "|---|---:|---:|"]
+        for name, row in report["compared_to"]["differences"].items():
+            lines.append(f"| {name} | {interval(row['box'])} | {interval(row['point'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -132,6 +157,9 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     report = assess(args)
+    if args.compare:
+        other = json.loads(args.compare.read_text())
+        report["compared_to"] = {"model": other["model"], "differences": paired_differences(report, other)}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "acceptance.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)

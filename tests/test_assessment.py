@@ -105,6 +105,8 @@ def test_prompt_scores_match_evaluate_and_the_ellipse_baseline(tiny, single_thre
         row = report[prompt]
         assert row["mean"] == pytest.approx(expected, abs=1e-6) and row["n"] == 4
         assert row["low"] <= row["mean"] <= row["high"]
+        assert np.mean(report["per_sample"][prompt]) == pytest.approx(row["mean"])
+    assert report["per_sample"]["ids"] == list(scenes.ids)
     ellipse = ellipse_baseline(scenes)
     assert report["ellipse"]["mean"] == pytest.approx(ellipse.mean())
     assert report["box - ellipse"]["mean"] == pytest.approx(report["box"]["mean"] - ellipse.mean())

@@ -83,7 +83,8 @@ def prompt_scores(
 ) -> dict:
     """Held-out mIoU of `model` per dataset and prompt, each with its 95 % bootstrap interval, next to the image-blind
     ellipse baseline and the paired box-minus-ellipse difference: `{set: {"ellipse": ..., prompt: ..., "box -
-    ellipse": ...}}`, each `{"mean", "low", "high", "n"}`. Prompts on the same images share one encoder pass; a
+    ellipse": ..., "per_sample": {"ids": [...], prompt: [IoU, ...]}}}`, each summary `{"mean", "low", "high", "n"}`
+    (`per_sample` allows paired comparisons of two models). Prompts on the same images share one encoder pass; a
     skipped sample (no usable prompt) counts as IoU 0, so every prompt is scored on every sample."""
     from .evaluation import evaluate
     from .study import mean_with_interval, shared_image_embeddings
@@ -92,7 +93,7 @@ def prompt_scores(
     for name, dataset in datasets.items():
         ids = list(dataset.ids)
         ellipse = dict(zip(ids, ellipse_baseline(dataset).tolist()))
-        report[name] = {"ellipse": mean_with_interval(list(ellipse.values()))}
+        report[name] = {"ellipse": mean_with_interval(list(ellipse.values())), "per_sample": {"ids": ids}}
         with shared_image_embeddings([model]):
             for prompt in prompts:
                 found = {}
@@ -104,6 +105,7 @@ def prompt_scores(
                          on_records=keep)  # fmt: skip
                 ious = [found.get(i, 0.0) for i in ids]
                 report[name][prompt] = mean_with_interval(ious)
+                report[name]["per_sample"][prompt] = ious
                 if prompt == "box":
                     report[name]["box - ellipse"] = mean_with_interval([a - ellipse[i] for a, i in zip(ious, ids)])
     return report
