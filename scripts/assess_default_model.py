@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="default", help="model folder, repo id or `default`")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--samples", type=int, default=128, help="held-out samples per set")
-    parser.add_argument("--scenes", type=int, default=32, help="composite scenes for automatic mask generation")
+    parser.add_argument("--scenes", type=int, default=24, help="composite scenes for automatic mask generation")
     parser.add_argument("--size", type=int, help="input size (default: the model's)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument(
@@ -58,6 +58,7 @@ def assess(args: argparse.Namespace) -> dict:
     from basam_hf.assessment import automatic_mask_recall, predicted_vs_actual_iou, prompt_scores
     from basam_hf.composites import compose, composite_seeds, composite_segmentation_dataset
     from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.study import shared_image_embeddings
     from basam_hf.synthetic import synthetic_segmentation_dataset
 
     model = load_model(args.model)
@@ -69,13 +70,12 @@ def assess(args: argparse.Namespace) -> dict:
     }
     start = time.perf_counter()
     report = {"model": args.model, "size": size, "samples": args.samples, "seed": TEST_SEED}
-    report["prompts"] = prompt_scores(model, sets, prompts=("box", "point"), size=size, seed=TEST_SEED)
+    with shared_image_embeddings([model]):  # the composites' encoder outputs serve both measurements
+        report["prompts"] = prompt_scores(model, sets, prompts=("box", "point"), size=size, seed=TEST_SEED)
+        pairs = [predicted_vs_actual_iou(model, processor, sets["photo"], p, seed=TEST_SEED) for p in ("click", "box")]
+    predicted, actual = (np.concatenate(values) for values in zip(*pairs))
     scenes = [compose(seed, "test") for seed in composite_seeds(args.scenes, TEST_SEED + 1)]  # other scenes
     report["automatic"] = automatic_mask_recall(model, processor, scenes) | {"scenes": args.scenes}
-    pairs = [
-        predicted_vs_actual_iou(model, processor, sets["photo"], prompt=p, seed=TEST_SEED) for p in ("click", "box")
-    ]
-    predicted, actual = (np.concatenate(values) for values in zip(*pairs))
     report["iou_correlation"] = {"pearson": float(np.corrcoef(predicted, actual)[0, 1]), "masks": int(actual.size)}
     weights = weights_file(args.model)
     report["weights_mb"] = round(weights.stat().st_size / 2**20, 2) if weights else None

@@ -123,6 +123,22 @@ def test_shared_image_embeddings_runs_the_encoder_once_per_input(sample_inputs, 
     assert len(computed) == 3
 
 
+def test_shared_image_embeddings_nest(sample_inputs, single_thread):
+    """An inner block computes through the outer block's memo, and leaving it restores the outer memo: pixels seen
+    in an inner block are not computed again in the next one."""
+    model = randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs(**BA_ON)))).eval()
+    computed = []
+    model.vision_encoder.patch_embed.register_forward_pre_hook(lambda module, args: computed.append(1))
+    with study.shared_image_embeddings([model]):
+        with study.shared_image_embeddings([model]):
+            model(**sample_inputs)
+        assert "forward" in vars(model.vision_encoder)  # the outer memo is back
+        with study.shared_image_embeddings([model]):
+            model(**sample_inputs)
+        model(**sample_inputs)
+    assert len(computed) == 1 and "forward" not in vars(model.vision_encoder)
+
+
 def test_compare_command_writes_table_plot_and_overlay(tmp_path, capsys, single_thread):
     folder = save_tiny_model(tmp_path / "model", **BA_ON)
     output = tmp_path / "compare"

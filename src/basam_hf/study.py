@@ -102,7 +102,8 @@ def build_variants(model, variants: Mapping[str, Mapping | object], *, dtype=Non
 def shared_image_embeddings(models: Iterable) -> Iterator[None]:
     """Within the block, each model's vision encoder returns its earlier output for the same pixels and arguments
     instead of recomputing it (a memo keyed by the input's bytes): the same scenes evaluated from boxes, then from
-    clicks, run the encoder once. Outputs are kept until the block ends, so keep it to one set of scenes."""
+    clicks, run the encoder once. Outputs are kept until the block ends, so keep it to one set of scenes. Blocks nest:
+    an inner block computes through the outer one's memo."""
     encoders = list({id(model.vision_encoder): model.vision_encoder for model in models}.values())
 
     def memoized(encoder):
@@ -118,13 +119,19 @@ def shared_image_embeddings(models: Iterable) -> Iterator[None]:
 
         return forward
 
+    # An enclosing block's memo is an instance attribute already: kept, wrapped, and put back at the end (nested
+    # blocks then share the outer memo).
+    previous = [encoder.__dict__.get("forward") for encoder in encoders]
     for encoder in encoders:
         encoder.forward = memoized(encoder)  # an instance attribute: nn.Module.__call__ finds it first
     try:
         yield
     finally:
-        for encoder in encoders:
-            del encoder.forward
+        for encoder, forward in zip(encoders, previous):
+            if forward is None:
+                del encoder.forward
+            else:
+                encoder.forward = forward
 
 
 def run_study(
