@@ -268,6 +268,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--state-dir, for a later stage's --init-from (a stage's committed state), then exit",
     )
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help="see --export-state (default: %(default)s)")
+    parser.add_argument(
+        "--install",
+        type=Path,
+        metavar="FOLDER",
+        help="only install the model in FOLDER (e.g. a committed stage state) into --install-dir with the --install-ba "
+        "settings, then exit (scripts/assess_default_model.py records its numbers)",
+    )
     # Test and installation.
     parser.add_argument("--test-prompts", nargs="+", default=["box"], help="prompts of the held-out evaluation")
     parser.add_argument("--skip-training", action="store_true", help="only evaluate / install an existing run")
@@ -551,6 +558,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.export_state:
         export_state(args.export_state, args.state_dir)
+        return 0
+    if args.install:
+        install_default(args.install, args.install_dir, parse_ba(args.install_ba))
         return 0
     import torch
 

@@ -173,6 +173,12 @@ def test_training_script_trains_on_mixed_data_with_ba_and_exports_a_stage_state(
     assert json.loads((state / "trainer_state.json").read_text())["global_step"] == 2
     assert all(exported.state_dict()[name].equal(tensor) for name, tensor in trained.state_dict().items())
     assert not list(state.glob("*.py"))
+    installed = tmp_path / "installed"  # a committed state installed as the default model would be
+    assert script.main(["--output-dir", str(run), "--install", str(state), "--install-dir", str(installed)]) == 0
+    model = BaSamModel.from_pretrained(installed)
+    assert {field: getattr(model.config.vision_config, field) for field in BA_DEFAULTS} == BA_DEFAULTS
+    assert all(model.state_dict()[name].equal(tensor) for name, tensor in trained.state_dict().items())
+    assert (installed / "modeling_basam.py").is_file()  # loads with trust_remote_code like any BA-SAM folder
 
 
 def load_assessment_script():
