@@ -54,20 +54,27 @@ def weights_file(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def held_out_sets(samples: int, size: int) -> dict:
+    """The held-out sets, `{"synthetic": ..., "photo": ...}`; the first k samples are the same for any `samples`."""
+    from basam_hf.composites import composite_segmentation_dataset
+    from basam_hf.synthetic import synthetic_segmentation_dataset
+
+    return {
+        "synthetic": synthetic_segmentation_dataset(samples, size, seed=TEST_SEED),
+        "photo": composite_segmentation_dataset(samples, "test", seed=TEST_SEED),
+    }
+
+
 def assess(args: argparse.Namespace) -> dict:
     from basam_hf.assessment import automatic_mask_recall, predicted_vs_actual_iou, prompt_scores
-    from basam_hf.composites import compose, composite_seeds, composite_segmentation_dataset
+    from basam_hf.composites import compose, composite_seeds
     from basam_hf.evaluation import load_model, load_processor
     from basam_hf.study import shared_image_embeddings
-    from basam_hf.synthetic import synthetic_segmentation_dataset
 
     model = load_model(args.model)
     processor = load_processor(args.model, model)
     size = args.size or model.config.vision_config.image_size
-    sets = {
-        "synthetic": synthetic_segmentation_dataset(args.samples, size, seed=TEST_SEED),
-        "photo": composite_segmentation_dataset(args.samples, "test", seed=TEST_SEED),
-    }
+    sets = held_out_sets(args.samples, size)
     start = time.perf_counter()
     report = {"model": args.model, "size": size, "samples": args.samples, "seed": TEST_SEED}
     with shared_image_embeddings([model]):  # the composites' encoder outputs serve both measurements
