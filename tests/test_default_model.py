@@ -202,6 +202,7 @@ def test_assessment_script_writes_the_acceptance_table(tmp_path, single_thread):
     assert report["weights_mb"] == round((folder / "model.safetensors").stat().st_size / 2**20, 2)
     assert [bar for bar, ok in report["meets"].items() if ok] == ["weights <= 40 MB"]
     assert "| photo |" in (output / "acceptance.md").read_text()
+    assert "prompts" in json.loads((output / "partial.json").read_text())  # saved before the automatic masks
     other = json.loads(json.dumps(report))  # another model's report: one sample's box IoU 0.3 lower
     other["prompts"]["photo"]["per_sample"]["box"][1] -= 0.3
     differences = script.paired_differences(report, other)
