@@ -14,7 +14,7 @@
         --compare runs/assess-default/acceptance.json     # + paired differences to another model's report
 
 Writes `OUTPUT/acceptance.json` and `OUTPUT/acceptance.md` (the table the README quotes). The seconds per box at
-1024 px come from `benchmarks/bench_default_model.py`, not from here.
+1024 px come from `benchmarks/dtype_agreement.py --hf-sam`, not from here.
 """
 
 import argparse
