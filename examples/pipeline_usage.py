@@ -28,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic-size", type=int, default=512, help="side of the synthetic scene in pixels")
     parser.add_argument("--size", type=int, default=None, help="model input size, longest edge (default: the model's)")
     parser.add_argument("--points-per-crop", type=int, default=32, help="grid of N x N point prompts")
-    parser.add_argument("--points-per-batch", type=int, default=64, help="point prompts per forward pass")
+    parser.add_argument(
+        "--points-per-batch",
+        type=int,
+        default=16,
+        help="point prompts per forward pass (16: see segment.generate_masks)",
+    )
     parser.add_argument("--pred-iou-thresh", type=float, default=0.88, help="drop masks scored below this")
     parser.add_argument("--stability-score-thresh", type=float, default=0.95, help="drop unstable masks")
     parser.add_argument("--output", default="overlay.png", help="overlay PNG to write (default: %(default)s)")

@@ -1,5 +1,7 @@
 """`basam-hf segment` and the functions behind it, on a tiny random model."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from PIL import Image
 
 from basam_hf.cli import main
 from basam_hf.evaluation import load_model, load_processor
-from basam_hf.segment import generate_masks, overlay_masks, segment_image
+from basam_hf.segment import PIPELINE_PRED_IOU_THRESH, generate_masks, overlay_masks, segment_image
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -66,6 +68,33 @@ def test_automatic_masks_at_another_size(model_dir, image):
     )
     assert masks.shape[1:] == (50, 90) and len(masks) == len(scores) >= 1
     assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_automatic_masks_equal_the_pipeline_with_the_iou_filter_first(model_dir, image):
+    # generate_masks drops masks below pred_iou_thresh before the pipeline upsamples them; the pipeline itself,
+    # without that shortcut, must return the same masks. The threshold is set so that some masks pass and some not.
+    from transformers import pipeline
+    from transformers.pipelines.mask_generation import MaskGenerationPipeline
+
+    model = load_model(model_dir)
+    processor = load_processor(model_dir, model)
+    inputs = processor(
+        images=image, input_points=[[[[x, y]] for x in (10, 45, 80) for y in (10, 40)]], return_tensors="pt"
+    )
+    with torch.no_grad():
+        scores = model(**inputs).iou_scores.flatten()
+    threshold = float(scores.median())
+    kwargs = {"pred_iou_thresh": threshold, "stability_score_thresh": 0.0}
+    masks, kept_scores = generate_masks(model, processor, image, points_per_side=6, **kwargs)
+    reference = pipeline("mask-generation", model=model, image_processor=processor.image_processor)(
+        image, points_per_crop=6, points_per_batch=64, **kwargs
+    )
+    assert 0 < len(masks) == len(reference["masks"])
+    order = np.argsort(-np.asarray([float(score) for score in reference["scores"]]), kind="stable")
+    assert np.array_equal(masks, np.stack([np.asarray(reference["masks"][i], dtype=bool) for i in order]))
+    assert np.allclose(kept_scores, np.asarray([float(reference["scores"][i]) for i in order]))
+    signature = inspect.signature(MaskGenerationPipeline._forward)
+    assert signature.parameters["pred_iou_thresh"].default == PIPELINE_PRED_IOU_THRESH
 
 
 def test_points_per_side_sets_the_grid(model_dir, image):

@@ -19,6 +19,9 @@ from .data import to_rgb
 # with float32 0.998, worst scene 0.998, with float32 prompts; 0.996, worst 0.987, with bfloat16 prompts).
 PROMPT_DTYPE = torch.float32
 
+# The default of transformers' mask-generation pipeline (`MaskGenerationPipeline._forward`).
+PIPELINE_PRED_IOU_THRESH = 0.88
+
 # Distinct, colour-blind-friendly overlay colours (Okabe-Ito), cycled over the masks.
 OVERLAY_COLORS = (
     (230, 159, 0),
@@ -178,7 +181,7 @@ def generate_masks(
     *,
     size: int | None = None,
     points_per_side: int = 32,
-    points_per_batch: int = 64,
+    points_per_batch: int = 16,
     **pipeline_kwargs,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Automatic mask generation (a `points_per_side` x `points_per_side` grid of point prompts, filtered and
@@ -187,7 +190,15 @@ def generate_masks(
     ignores names it does not know, so the side is passed under that name here.
 
     The model runs in its own dtype; its outputs are converted to float32 before the pipeline upsamples, scores
-    and filters them ([`float32_outputs`]).
+    and filters them ([`float32_outputs`]). Masks the pipeline's `pred_iou_thresh` filter would drop are dropped
+    before it upsamples them ([`confident_outputs`]): the result is the same, and most of the post-processing is
+    saved (most of a grid's masks fail the threshold: on one photo at 1024 px, 256 grid prompts
+    took 7.9 s of user CPU time instead of 12.2 s).
+
+    `points_per_batch` defaults to 16, not the pipeline's 64: the mask decoder repeats the image embedding per prompt,
+    and with 64 prompts at 1024 px each activation of the default model (64 x 4,096 tokens x 64 channels) is above
+    glibc's mmap threshold, so every operation maps fresh pages (256 grid prompts at 1024 px on one thread: 11 s of
+    system time with 64 per batch, 2.6 s with 16, the same user time).
 
     Returns:
         `masks` `(n, height, width)` bool and `scores` `(n,)`, best first.
@@ -200,7 +211,8 @@ def generate_masks(
             {**image_processor.to_dict(), "size": {"longest_edge": size}}
         )
     generator = pipeline("mask-generation", model=model, image_processor=image_processor, device=model.device)
-    with float32_outputs(model):
+    pred_iou_thresh = pipeline_kwargs.get("pred_iou_thresh", PIPELINE_PRED_IOU_THRESH)
+    with float32_outputs(model), confident_outputs(model, pred_iou_thresh):
         result = generator(
             to_rgb(image), points_per_crop=points_per_side, points_per_batch=points_per_batch, **pipeline_kwargs
         )
@@ -210,6 +222,31 @@ def generate_masks(
         return np.zeros((0, image.height, image.width), dtype=bool), scores
     order = np.argsort(-scores, kind="stable")
     return masks[order], scores[order]
+
+
+@contextmanager
+def confident_outputs(model, pred_iou_thresh: float) -> Iterator[None]:
+    """While active, a one-image `model(...)` call returns only the masks whose predicted IoU exceeds
+    `pred_iou_thresh` (at least one, so that shapes stay non-empty), as `pred_masks` `(1, kept, 1, h, w)` and
+    `iou_scores` `(1, kept, 1)`: the mask-generation pipeline upsamples every mask to the image size before its
+    `filter_masks` drops those below the threshold, which then costs nothing."""
+
+    def keep_confident(module, args, output):
+        if not isinstance(output, dict) or output.get("pred_masks") is None or output["pred_masks"].shape[0] != 1:
+            return output
+        scores = output["iou_scores"].flatten()
+        keep = torch.nonzero(scores > pred_iou_thresh).flatten()
+        if keep.numel() == 0:
+            keep = scores.argmax().reshape(1)  # fails the threshold in the pipeline too; keeps the shapes valid
+        output["pred_masks"] = output["pred_masks"].flatten(1, 2)[:, keep, None]
+        output["iou_scores"] = scores[keep].reshape(1, -1, 1)
+        return output
+
+    handle = model.register_forward_hook(keep_confident)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextmanager
