@@ -24,13 +24,13 @@ import json
 import sys
 from pathlib import Path
 
+from basam_hf.assessment import mean_with_interval
 from basam_hf.composites import composite_segmentation_dataset
 from basam_hf.configuration_basam import BA_DEFAULTS
 from basam_hf.evaluation import BA_OFF, ba_variant, load_model
 from basam_hf.study import (
     HELD_OUT_SEED,
     _rendered,
-    mean_with_interval,
     paired_difference,
     run_study,
     scaled_sizes,

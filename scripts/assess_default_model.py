@@ -110,7 +110,7 @@ def meets(report: dict) -> dict:
 
 def paired_differences(report: dict, other: dict) -> dict:
     """`{set: {prompt: mean difference this - other with its interval}}` over the samples both reports scored."""
-    from basam_hf.study import mean_with_interval
+    from basam_hf.assessment import mean_with_interval
 
     differences = {}
     for name, row in report["prompts"].items():

@@ -43,6 +43,13 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def mean_with_interval(values: Sequence[float], confidence: float = 0.95) -> dict:
+    """`{"mean", "low", "high", "n"}`: the mean of per-sample `values` (e.g. paired differences) with its percentile
+    bootstrap interval."""
+    low, high = bootstrap_interval(values, confidence)
+    return {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(values)}
+
+
 def matched_objects(predicted: np.ndarray, objects: Sequence[np.ndarray], threshold: float = 0.5) -> list[float]:
     """For each ground-truth object, the best IoU of any predicted mask `(n, H, W)`; an object counts as found when
     it reaches `threshold`."""
@@ -87,7 +94,7 @@ def prompt_scores(
     (`per_sample` allows paired comparisons of two models). Prompts on the same images share one encoder pass; a
     skipped sample (no usable prompt) counts as IoU 0, so every prompt is scored on every sample."""
     from .evaluation import evaluate
-    from .study import mean_with_interval, shared_image_embeddings
+    from .study import shared_image_embeddings
 
     report = {}
     for name, dataset in datasets.items():
@@ -142,6 +149,7 @@ __all__ = [
     "ellipse_baseline",
     "inscribed_ellipse",
     "matched_objects",
+    "mean_with_interval",
     "predicted_vs_actual_iou",
     "prompt_scores",
 ]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .assessment import mean_with_interval
 from .configuration_basam import BA_FIELDS
 from .data import SegmentationDataset, mask_box
 from .evaluation import (
@@ -227,7 +228,7 @@ def run_study(
 
 def paired_difference(summary: dict, variant: str, baseline: str, size: int, confidence: float = 0.95) -> dict:
     """Mean per-sample IoU difference `variant - baseline` at `size` over the samples both evaluated, with its
-    percentile bootstrap interval ([`basam_hf.assessment.bootstrap_interval`]): `{"mean", "low", "high", "n"}`. A
+    percentile bootstrap interval ([`basam_hf.assessment.mean_with_interval`]): `{"mean", "low", "high", "n"}`. A
     gain or loss is called only where the interval excludes 0."""
     found = {(r["model"], r["size"]): r.get("per_sample") for r in summary["results"]}
     first, second = found.get((variant, size)), found.get((baseline, size))
@@ -235,15 +236,6 @@ def paired_difference(summary: dict, variant: str, baseline: str, size: int, con
         raise KeyError(f"No per-sample results for {variant!r} and {baseline!r} at {size} px in this summary.")
     ids = sorted(set(first) & set(second))
     return mean_with_interval([first[i] - second[i] for i in ids], confidence)
-
-
-def mean_with_interval(values: Sequence[float], confidence: float = 0.95) -> dict:
-    """`{"mean", "low", "high", "n"}`: the mean of per-sample `values` (e.g. paired differences) with its percentile
-    bootstrap interval."""
-    from .assessment import bootstrap_interval
-
-    low, high = bootstrap_interval(values, confidence)
-    return {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(values)}
 
 
 def study_table(summary: dict, metric: str = "iou") -> str:
@@ -332,7 +324,6 @@ __all__ = [
     "HELD_OUT_SEED",
     "build_variants",
     "compare",
-    "mean_with_interval",
     "overlay_grid",
     "paired_difference",
     "run_study",
