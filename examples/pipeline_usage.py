@@ -16,7 +16,7 @@ from _offline import add_source_argument, model_path
 from PIL import Image
 from transformers import AutoImageProcessor, pipeline
 
-from basam_hf.segment import overlay_masks
+from basam_hf.segment import mask_generation_kwargs, overlay_masks
 from basam_hf.synthetic import render_sample
 
 
@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="point prompts per forward pass (16: see segment.generate_masks)",
     )
-    parser.add_argument("--pred-iou-thresh", type=float, default=0.88, help="drop masks scored below this")
-    parser.add_argument("--stability-score-thresh", type=float, default=0.95, help="drop unstable masks")
+    recommended = "(default: the model's recommended one, config `mask_generation`, else the pipeline's)"
+    parser.add_argument("--pred-iou-thresh", type=float, help=f"drop masks scored below this {recommended}")
+    parser.add_argument("--stability-score-thresh", type=float, help=f"drop unstable masks {recommended}")
     parser.add_argument("--output", default="overlay.png", help="overlay PNG to write (default: %(default)s)")
     return parser
 
@@ -56,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     size = {"size": {"longest_edge": args.size}} if args.size else {}
     image_processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=True, **size)
     generator = pipeline("mask-generation", model=source, image_processor=image_processor, trust_remote_code=True)
+    # A BA-SAM config may recommend thresholds for its model (a small model's scores run lower than SAM's).
+    thresholds = mask_generation_kwargs(
+        generator.model, pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh
+    )
     outputs = generator(
-        image,
-        points_per_crop=args.points_per_crop,
-        points_per_batch=args.points_per_batch,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
+        image, points_per_crop=args.points_per_crop, points_per_batch=args.points_per_batch, **thresholds
     )
     masks = np.stack([np.asarray(mask, dtype=bool) for mask in outputs["masks"]]) if outputs["masks"] else None
     scores = [float(score) for score in outputs["scores"]]

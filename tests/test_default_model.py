@@ -195,6 +195,9 @@ def test_assessment_script_writes_the_acceptance_table(tmp_path, single_thread):
     pytest.importorskip("skimage")
     script = load_assessment_script()
     folder = Path(save_tiny_model(tmp_path / "tiny", seed=3))
+    config = json.loads((folder / "config.json").read_text())  # recommended thresholds that keep every mask
+    config["mask_generation"] = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    (folder / "config.json").write_text(json.dumps(config))
     output = tmp_path / "assess"
     assert script.main(["--model", str(folder), "--output", str(output), "--samples", "3", "--scenes", "1"]) == 0
     report = json.loads((output / "acceptance.json").read_text())
@@ -202,6 +205,9 @@ def test_assessment_script_writes_the_acceptance_table(tmp_path, single_thread):
     assert report["weights_mb"] == round((folder / "model.safetensors").stat().st_size / 2**20, 2)
     assert [bar for bar, ok in report["meets"].items() if ok] == ["weights <= 40 MB"]
     assert "| photo |" in (output / "acceptance.md").read_text()
+    recommended = report["automatic_recommended"]
+    assert recommended["thresholds"] == config["mask_generation"] and recommended["masks_per_image"] >= 1
+    assert recommended["masks_per_image"] > report["automatic"]["masks_per_image"]  # the defaults filter
     assert "prompts" in json.loads((output / "partial.json").read_text())  # saved before the automatic masks
     other = json.loads(json.dumps(report))  # another model's report: one sample's box IoU 0.3 lower
     other["prompts"]["photo"]["per_sample"]["box"][1] -= 0.3

@@ -9,8 +9,9 @@ from conftest import save_tiny_model
 from PIL import Image
 
 from basam_hf.cli import main
+from basam_hf.configuration_basam import MASK_GENERATION_THRESHOLDS
 from basam_hf.evaluation import load_model, load_processor
-from basam_hf.segment import PIPELINE_PRED_IOU_THRESH, generate_masks, overlay_masks, segment_image
+from basam_hf.segment import generate_masks, mask_generation_kwargs, overlay_masks, segment_image
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -94,7 +95,44 @@ def test_automatic_masks_equal_the_pipeline_with_the_iou_filter_first(model_dir,
     assert np.array_equal(masks, np.stack([np.asarray(reference["masks"][i], dtype=bool) for i in order]))
     assert np.allclose(kept_scores, np.asarray([float(reference["scores"][i]) for i in order]))
     signature = inspect.signature(MaskGenerationPipeline._forward)
-    assert signature.parameters["pred_iou_thresh"].default == PIPELINE_PRED_IOU_THRESH
+    for name, default in MASK_GENERATION_THRESHOLDS.items():
+        assert signature.parameters[name].default == default
+
+
+def test_mask_generation_thresholds_come_from_the_caller_then_the_config_then_the_pipeline(model_dir, image):
+    model = load_model(model_dir)
+    assert model.config.mask_generation is None
+    assert mask_generation_kwargs(model) == MASK_GENERATION_THRESHOLDS
+    model.config.mask_generation = {"pred_iou_thresh": 0.0}
+    assert mask_generation_kwargs(model, stability_score_thresh=None) == {
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": MASK_GENERATION_THRESHOLDS["stability_score_thresh"],
+    }
+    assert mask_generation_kwargs(model, pred_iou_thresh=0.5)["pred_iou_thresh"] == 0.5
+    # The recommendation reaches the pipeline: with both thresholds at 0 the grid keeps masks the defaults drop.
+    model.config.mask_generation = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    recommended, _ = generate_masks(model, load_processor(model_dir, model), image, points_per_side=4)
+    explicit, _ = generate_masks(
+        model,
+        load_processor(model_dir, model),
+        image,
+        points_per_side=4,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+    )
+    assert len(recommended) >= 1 and np.array_equal(recommended, explicit)
+
+
+def test_mask_generation_thresholds_are_validated_and_saved(tmp_path):
+    from basam_hf import BaSamConfig
+
+    config = BaSamConfig(mask_generation={"pred_iou_thresh": 0.6, "stability_score_thresh": 0.8})
+    config.save_pretrained(tmp_path)
+    assert BaSamConfig.from_pretrained(tmp_path).mask_generation == config.mask_generation
+    with pytest.raises(ValueError, match="Unknown mask_generation threshold 'iou'"):
+        BaSamConfig(mask_generation={"iou": 0.5})
+    with pytest.raises(ValueError, match=r"must be a number in \[0, 1\]"):
+        BaSamConfig(mask_generation={"pred_iou_thresh": 1.5})
 
 
 def test_points_per_side_sets_the_grid(model_dir, image):

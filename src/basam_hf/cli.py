@@ -20,7 +20,7 @@ from . import __version__
 
 # Copies of the package's choices, so that building the parser imports neither transformers nor torch;
 # tests/test_cli.py checks that they equal `configuration_basam.BA_CHOICES`, `training.TRAIN_MODES`,
-# `losses.LOSSES` and the demo's defaults.
+# `losses.LOSSES`, `configuration_basam.MASK_GENERATION_THRESHOLDS` and the demo's defaults.
 BA_CHOICES: dict[str, tuple[str, ...]] = {
     "attention_scaling": ("none", "log_length", "official"),
     "bias_mode": ("none", "distance", "coefficient"),
@@ -32,6 +32,7 @@ BA_CHOICES: dict[str, tuple[str, ...]] = {
 BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coefficient_init")
 TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
 LOSS_NAMES = ("bce-dice", "bce", "dice")
+MASK_GENERATION_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
 DEMO_MAX_PIXELS = 4096 * 4096
 DEMO_MAX_FILE_SIZE = "50mb"
 
@@ -608,8 +609,15 @@ def add_segment_command(commands) -> None:
     segment.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"))
     segment.add_argument("--automatic", action="store_true", help="automatic mask generation (a grid of points)")
     segment.add_argument("--points-per-side", type=int, default=16)
-    segment.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    segment.add_argument("--stability-score-thresh", type=float, default=0.95)
+    thresholds = "default: the model's recommended one (config `mask_generation`), else the pipeline's %s"
+    segment.add_argument(
+        "--pred-iou-thresh", type=float, help=thresholds % MASK_GENERATION_THRESHOLDS["pred_iou_thresh"]
+    )
+    segment.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        help=thresholds % MASK_GENERATION_THRESHOLDS["stability_score_thresh"],
+    )
     segment.add_argument(
         "--size", type=int, default=None, help=f"model input size (default: the model's); {SIZE_ROUNDING}"
     )

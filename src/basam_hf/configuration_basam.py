@@ -24,6 +24,9 @@ AUTO_MAP = {
     "AutoModel": "modeling_basam.BaSamModel",
     "AutoModelForMaskGeneration": "modeling_basam.BaSamModel",
 }
+# Automatic-mask-generation thresholds a config may recommend (`BaSamConfig.mask_generation`), with transformers'
+# mask-generation pipeline defaults (`MaskGenerationPipeline._forward`).
+MASK_GENERATION_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
 BA_FIELDS = (
     "attention_scaling",
     "bias_mode",
@@ -175,6 +178,12 @@ class BaSamConfig(SamConfig):
     >>> config = BaSamConfig(vision_config={"bias_mode": "distance", "attention_scaling": "log_length"})
     >>> model = BaSamModel(config)
     ```
+
+    `mask_generation` (`dict`, *optional*): thresholds of automatic mask generation recommended for this model,
+    `{"pred_iou_thresh": ..., "stability_score_thresh": ...}` (either or both), used by
+    [`basam_hf.segment.generate_masks`] (and so `basam-hf segment --automatic` and the demo) where the caller gives
+    none. transformers' pipeline defaults (0.88, 0.95) suit SAM's own checkpoints; a small model's IoU head and masks
+    are less confident, and may keep nothing at them. `None`: the pipeline's defaults.
     """
 
     model_type = "basam"
@@ -183,6 +192,8 @@ class BaSamConfig(SamConfig):
         "mask_decoder_config": SamMaskDecoderConfig,
         "vision_config": BaSamVisionConfig,
     }
+
+    mask_generation: dict | None = None
 
     def __post_init__(self, **kwargs):
         # BA fields given at the top level belong to the vision config.
@@ -197,6 +208,23 @@ class BaSamConfig(SamConfig):
         for name, value in ba_kwargs.items():
             setattr(self.vision_config, name, value)
         self.vision_config.validate_ba()
+        check_mask_generation(self.mask_generation)
+
+
+def check_mask_generation(thresholds: dict | None) -> None:
+    """Raise a `ValueError` unless `thresholds` is `None` or maps `MASK_GENERATION_THRESHOLDS` names to numbers in
+    [0, 1]."""
+    if thresholds is None:
+        return
+    if not isinstance(thresholds, dict):
+        raise ValueError(f"mask_generation must be a dict of thresholds or None, got {thresholds!r}.")
+    for name, value in thresholds.items():
+        if name not in MASK_GENERATION_THRESHOLDS:
+            raise ValueError(
+                f"Unknown mask_generation threshold {name!r}; allowed: {', '.join(MASK_GENERATION_THRESHOLDS)}."
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"mask_generation[{name!r}] must be a number in [0, 1], got {value!r}.")
 
 
 for _name in BA_FIELDS:
@@ -207,4 +235,4 @@ del _name
 # in `BaSamConfig.__post_init__` (register_for_auto_class keeps one Auto class per class).
 BaSamConfig.register_for_auto_class("AutoConfig")
 
-__all__ = ["BA_DEFAULTS", "BaSamConfig", "BaSamVisionConfig"]
+__all__ = ["BA_DEFAULTS", "MASK_GENERATION_THRESHOLDS", "BaSamConfig", "BaSamVisionConfig"]

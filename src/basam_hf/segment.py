@@ -19,9 +19,6 @@ from .data import to_rgb
 # with float32 0.998, worst scene 0.998, with float32 prompts; 0.996, worst 0.987, with bfloat16 prompts).
 PROMPT_DTYPE = torch.float32
 
-# The default of transformers' mask-generation pipeline (`MaskGenerationPipeline._forward`).
-PIPELINE_PRED_IOU_THRESH = 0.88
-
 # Distinct, colour-blind-friendly overlay colours (Okabe-Ito), cycled over the masks.
 OVERLAY_COLORS = (
     (230, 159, 0),
@@ -187,7 +184,8 @@ def generate_masks(
     """Automatic mask generation (a `points_per_side` x `points_per_side` grid of point prompts, filtered and
     de-duplicated) with transformers' `mask-generation` pipeline; `pipeline_kwargs` go to the call
     (`pred_iou_thresh`, `stability_score_thresh`, ...). The pipeline calls the grid side `points_per_crop` and
-    ignores names it does not know, so the side is passed under that name here.
+    ignores names it does not know, so the side is passed under that name here. Thresholds not given (or `None`)
+    are the model's recommended ones, else the pipeline's ([`mask_generation_kwargs`]).
 
     The model runs in its own dtype; its outputs are converted to float32 before the pipeline upsamples, scores
     and filters them ([`float32_outputs`]). Masks the pipeline's `pred_iou_thresh` filter would drop are dropped
@@ -211,7 +209,8 @@ def generate_masks(
             {**image_processor.to_dict(), "size": {"longest_edge": size}}
         )
     generator = pipeline("mask-generation", model=model, image_processor=image_processor, device=model.device)
-    pred_iou_thresh = pipeline_kwargs.get("pred_iou_thresh", PIPELINE_PRED_IOU_THRESH)
+    pipeline_kwargs = mask_generation_kwargs(model, **pipeline_kwargs)
+    pred_iou_thresh = pipeline_kwargs["pred_iou_thresh"]
     with float32_outputs(model), confident_outputs(model, pred_iou_thresh):
         result = generator(
             to_rgb(image), points_per_crop=points_per_side, points_per_batch=points_per_batch, **pipeline_kwargs
@@ -222,6 +221,16 @@ def generate_masks(
         return np.zeros((0, image.height, image.width), dtype=bool), scores
     order = np.argsort(-scores, kind="stable")
     return masks[order], scores[order]
+
+
+def mask_generation_kwargs(model, **given) -> dict:
+    """The pipeline arguments of automatic mask generation: `given` (`None` values left out), then the thresholds the
+    model's config recommends (`BaSamConfig.mask_generation`), then the pipeline's defaults."""
+    from .configuration_basam import MASK_GENERATION_THRESHOLDS
+
+    recommended = getattr(model.config, "mask_generation", None) or {}
+    given = {name: value for name, value in given.items() if value is not None}
+    return {**MASK_GENERATION_THRESHOLDS, **recommended, **given}
 
 
 @contextmanager
