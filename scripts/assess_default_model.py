@@ -12,6 +12,12 @@
     python scripts/assess_default_model.py --output runs/assess-default
     python scripts/assess_default_model.py --model training/default-model/stage-9 --output runs/assess-stage-9 \
         --compare runs/assess-default/acceptance.json     # + paired differences to another model's report
+    python scripts/assess_default_model.py --model training/default-model/stage-9 --output runs/sweep-stage-9 \
+        --sweep-thresholds                                # only: automatic-mask thresholds on validation scenes
+
+`--sweep-thresholds` measures automatic-mask recall at a few (`pred_iou_thresh`, `stability_score_thresh`) pairs on
+composites of the validation photos (never the test photos) and writes `OUTPUT/thresholds.json` with the pair to
+recommend in the model's config (`scripts/train_default_model.py --install-mask-generation`).
 
 Writes `OUTPUT/acceptance.json` and `OUTPUT/acceptance.md` (the table the README quotes). The seconds per box at
 1024 px come from `benchmarks/dtype_agreement.py --hf-sam`, not from here.
@@ -31,6 +37,9 @@ BAR = {  # issue 15: {set: {prompt: minimum mIoU}}, and box must beat the ellips
     "photo": {"box": 0.85, "point": 0.70},
 }
 MARGIN, RECALL_BAR, CORRELATION_BAR, WEIGHTS_MB = 0.05, 0.60, 0.60, 40
+VAL_SEED = 101  # the validation seed of scripts/train_default_model.py
+# Candidate thresholds of --sweep-thresholds, strictest first: the pipeline's defaults, then looser pairs.
+SWEEP = [(0.88, 0.95), (0.8, 0.92), (0.7, 0.88), (0.6, 0.85), (0.5, 0.8), (0.4, 0.7)]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scenes", type=int, default=24, help="composite scenes for automatic mask generation")
     parser.add_argument("--size", type=int, help="input size (default: the model's)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--sweep-thresholds", action="store_true", help="only sweep automatic-mask thresholds on validation scenes"
+    )
     parser.add_argument(
         "--compare", type=Path, help="another model's acceptance.json (same samples): paired differences to it"
     )
@@ -102,6 +114,21 @@ def assess(args: argparse.Namespace) -> dict:
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["meets"] = meets(report)
     return report
+
+
+def sweep(args: argparse.Namespace) -> dict:
+    """Automatic-mask recall at each `SWEEP` pair on `--scenes` validation composites, and the pair to recommend."""
+    from basam_hf.assessment import sweep_mask_generation_thresholds
+    from basam_hf.composites import compose, composite_seeds
+    from basam_hf.evaluation import load_model, load_processor
+
+    model = load_model(args.model)
+    processor = load_processor(args.model, model)
+    scenes = [compose(seed, "val") for seed in composite_seeds(args.scenes, VAL_SEED)]
+    candidates = [{"pred_iou_thresh": iou, "stability_score_thresh": stability} for iou, stability in SWEEP]
+    size = {"size": args.size} if args.size else {}
+    chosen, rows = sweep_mask_generation_thresholds(model, processor, scenes, candidates, **size)
+    return {"model": args.model, "scenes": args.scenes, "seed": VAL_SEED, "chosen": chosen, "sweep": rows}
 
 
 def meets(report: dict) -> dict:
@@ -185,6 +212,14 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.sweep_thresholds:
+        result = sweep(args)
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "thresholds.json").write_text(json.dumps(result, indent=2) + "\n")
+        for row in result["sweep"]:
+            print(row["thresholds"], f"recall {row['recall']:.3f}, {row['masks_per_image']:.1f} masks per image")
+        print("chosen:", result["chosen"])
+        return 0
     report = assess(args)
     if args.compare:
         other = json.loads(args.compare.read_text())

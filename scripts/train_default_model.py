@@ -317,6 +317,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="FIELD=VALUE",
         help="BA settings written into the installed config (default: %(default)s)",
     )
+    parser.add_argument(
+        "--install-mask-generation",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="automatic-mask thresholds the installed config recommends (`mask_generation`, e.g. pred_iou_thresh=0.6; "
+        "choose them with scripts/assess_default_model.py --sweep-thresholds on validation scenes)",
+    )
     return parser.parse_args(argv)
 
 
@@ -531,20 +539,25 @@ def link_package_code(target: Path) -> None:
             code.symlink_to(Path("..") / code.name)
 
 
-def install_default(folder: Path, target: Path, ba_settings: dict) -> None:
-    """Replace the model in `target` with `folder`'s weights and processor, under `ba_settings` (saved with the
-    code files, so it loads like any BA-SAM folder)."""
+def install_default(folder: Path, target: Path, ba_settings: dict, mask_generation: dict | None = None) -> None:
+    """Replace the model in `target` with `folder`'s weights and processor, under `ba_settings` and with the
+    recommended automatic-mask thresholds `mask_generation` (`BaSamConfig.mask_generation`; `None` keeps the
+    folder's), saved with the code files, so it loads like any BA-SAM folder."""
     from basam_hf import BaSamModel, save_pretrained_with_processor
+    from basam_hf.configuration_basam import check_mask_generation
     from basam_hf.evaluation import ba_variant, load_processor
 
     if not (folder / "config.json").is_file():
         raise SystemExit(f"{folder} is not a saved model folder.")
-    model = BaSamModel.from_pretrained(folder)
+    model = ba_variant(BaSamModel.from_pretrained(folder), **ba_settings)
+    if mask_generation:
+        check_mask_generation(mask_generation)
+        model.config.mask_generation = mask_generation
     processor = load_processor(str(folder), model)
     shutil.rmtree(target, ignore_errors=True)
-    save_pretrained_with_processor(ba_variant(model, **ba_settings), str(target), processor=processor)
+    save_pretrained_with_processor(model, str(target), processor=processor)
     link_package_code(target)
-    print(f"Installed {folder} into {target} with {ba_settings}.", flush=True)
+    print(f"Installed {folder} into {target} with {ba_settings}, mask generation {mask_generation}.", flush=True)
 
 
 def export_state(checkpoint: Path, target: Path) -> None:
@@ -584,7 +597,9 @@ def main(argv=None) -> int:
         export_state(args.export_state, args.state_dir)
         return 0
     if args.install:
-        install_default(args.install, args.install_dir, parse_ba(args.install_ba))
+        install_default(
+            args.install, args.install_dir, parse_ba(args.install_ba), parse_ba(args.install_mask_generation)
+        )
         return 0
     import torch
 

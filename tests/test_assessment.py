@@ -13,6 +13,7 @@ from basam_hf.assessment import (
     matched_objects,
     predicted_vs_actual_iou,
     prompt_scores,
+    sweep_mask_generation_thresholds,
 )
 from basam_hf.evaluation import evaluate, load_model, load_processor
 from basam_hf.synthetic import synthetic_segmentation_dataset
@@ -82,6 +83,22 @@ def test_automatic_mask_recall_counts_found_objects(tiny, single_thread):
     assert loose["recall"] == 1.0  # every object meets IoU >= 0 once any mask exists
     strict = automatic_mask_recall(model, processor, scenes, threshold=1.01, points_per_side=4, pred_iou_thresh=-1e9)
     assert strict["recall"] == 0.0 and 0.0 <= strict["mean_best_iou"] <= 1.0
+
+
+def test_threshold_sweep_picks_the_highest_recall_and_the_strictest_of_equals(tiny, single_thread):
+    model, processor = tiny
+    sample = synthetic_segmentation_dataset(1, 64, seed=4)[0]
+    scenes = [{"image": sample["image"], "masks": [sample["mask"]]}]
+    keep_none = {"pred_iou_thresh": 1.0, "stability_score_thresh": 1.0}  # predicted IoU never exceeds 1: no mask
+    keep_all = {"pred_iou_thresh": -1e9, "stability_score_thresh": -1e9}
+    chosen, rows = sweep_mask_generation_thresholds(
+        model, processor, scenes, [keep_none, keep_all, dict(keep_all)], threshold=1e-6, points_per_side=4
+    )
+    assert [row["thresholds"] for row in rows] == [keep_none, keep_all, keep_all]
+    assert rows[0]["masks_per_image"] == 0 and rows[0]["recall"] == 0.0 and rows[1]["recall"] == 1.0
+    assert chosen == keep_all and chosen is rows[1]["thresholds"]  # the first of the equal candidates
+    direct = automatic_mask_recall(model, processor, scenes, threshold=1e-6, points_per_side=4, **keep_all)
+    assert {key: rows[1][key] for key in direct} == direct
 
 
 def test_predicted_vs_actual_iou_scores_every_returned_mask(tiny, single_thread):

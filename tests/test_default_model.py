@@ -174,9 +174,11 @@ def test_training_script_trains_on_mixed_data_with_ba_and_exports_a_stage_state(
     assert all(exported.state_dict()[name].equal(tensor) for name, tensor in trained.state_dict().items())
     assert not list(state.glob("*.py"))
     installed = tmp_path / "installed"  # a committed state installed as the default model would be
-    assert script.main(["--output-dir", str(run), "--install", str(state), "--install-dir", str(installed)]) == 0
+    install = ["--output-dir", str(run), "--install", str(state), "--install-dir", str(installed)]
+    assert script.main([*install, "--install-mask-generation", "pred_iou_thresh=0.6"]) == 0
     model = BaSamModel.from_pretrained(installed)
     assert {field: getattr(model.config.vision_config, field) for field in BA_DEFAULTS} == BA_DEFAULTS
+    assert model.config.mask_generation == {"pred_iou_thresh": 0.6}
     assert all(model.state_dict()[name].equal(tensor) for name, tensor in trained.state_dict().items())
     assert (installed / "modeling_basam.py").is_file()  # loads with trust_remote_code like any BA-SAM folder
 
@@ -209,6 +211,12 @@ def test_assessment_script_writes_the_acceptance_table(tmp_path, single_thread):
     assert recommended["thresholds"] == config["mask_generation"] and recommended["masks_per_image"] >= 1
     assert recommended["masks_per_image"] > report["automatic"]["masks_per_image"]  # the defaults filter
     assert "prompts" in json.loads((output / "partial.json").read_text())  # saved before the automatic masks
+    sweep = tmp_path / "sweep"  # thresholds on validation composites
+    assert script.main(["--model", str(folder), "--output", str(sweep), "--scenes", "1", "--sweep-thresholds"]) == 0
+    result = json.loads((sweep / "thresholds.json").read_text())
+    assert [tuple(row["thresholds"].values()) for row in result["sweep"]] == script.SWEEP
+    best = max(row["recall"] for row in result["sweep"])
+    assert result["chosen"] == next(row["thresholds"] for row in result["sweep"] if row["recall"] == best)
     other = json.loads(json.dumps(report))  # another model's report: one sample's box IoU 0.3 lower
     other["prompts"]["photo"]["per_sample"]["box"][1] -= 0.3
     differences = script.paired_differences(report, other)

@@ -81,6 +81,25 @@ def automatic_mask_recall(model, processor, scenes: Iterable[dict], threshold: f
     }
 
 
+def sweep_mask_generation_thresholds(
+    model, processor, scenes: Sequence[dict], candidates: Sequence[Mapping[str, float]], **generate_kwargs
+) -> tuple[dict, list[dict]]:
+    """[`automatic_mask_recall`] on `scenes` at each candidate `{"pred_iou_thresh", "stability_score_thresh"}`,
+    strictest first, and the candidate with the highest recall (the strictest of equals): thresholds to recommend
+    for a model in its config (`BaSamConfig.mask_generation`). Sweep on validation scenes, never on the test set.
+
+    Returns:
+        `(chosen thresholds, [{"thresholds", **recall summary}, ...])`.
+    """
+    rows = [
+        {"thresholds": dict(candidate)}
+        | automatic_mask_recall(model, processor, scenes, **generate_kwargs, **candidate)
+        for candidate in candidates
+    ]
+    best = max(rows, key=lambda row: row["recall"])  # max keeps the first of equals
+    return best["thresholds"], rows
+
+
 def prompt_scores(
     model,
     datasets: Mapping[str, SegmentationDataset],
@@ -152,4 +171,5 @@ __all__ = [
     "mean_with_interval",
     "predicted_vs_actual_iou",
     "prompt_scores",
+    "sweep_mask_generation_thresholds",
 ]
