@@ -41,6 +41,20 @@ def sample(tmp_path_factory) -> Path:
     return app.write_sample_images(tmp_path_factory.mktemp("samples"))[0]
 
 
+def test_samples_are_the_synthetic_scenes_then_the_held_out_photos(tmp_path):
+    pytest.importorskip("skimage")
+    from basam_hf.composites import PHOTOS, load_photo
+
+    paths = app.write_sample_images(tmp_path)
+    assert [path.name for path in paths] == [f"synthetic_scene_{seed}.png" for seed, _ in app.SAMPLE_SCENES] + [
+        f"photo_{name}.png" for name in app.SAMPLE_PHOTOS
+    ]
+    for name in app.SAMPLE_PHOTOS:  # never seen in training, pixel for pixel the package's photo
+        assert next(photo.split for photo in PHOTOS if photo.name == name) == "test"
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"photo_{name}.png")), load_photo(name))
+    assert app.write_sample_images(tmp_path) == paths  # written once
+
+
 def test_clicks_make_points_and_one_box():
     prompts = add_click(empty_prompts(), 10.4, 20.6, POSITIVE)
     prompts = add_click(prompts, 30, 5, NEGATIVE)

@@ -41,6 +41,9 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 DEFAULT_MAX_FILE_SIZE = "50mb"
 # Bundled samples: (seed, (height, width)) of `basam_hf.synthetic.render_sample`, rendered at start-up (deterministic).
 SAMPLE_SCENES = ((1, (320, 320)), (3, (256, 384)), (4, (384, 288)))
+# Real photos among the samples when the package that ships them is installed (scikit-image, in the `train` / `dev`
+# extras): test-split photos of `basam_hf.composites`, which no training run has seen.
+SAMPLE_PHOTOS = ("coffee", "camera")
 # BA settings the page can change; the others stay as the model has them.
 UI_BA_FIELDS = ("bias_mode", "attention_scaling", "bias_slope_scale")
 GRADIO_MISSING = 'The demo needs Gradio: pip install "basam-hf[demo]" (or: pip install "gradio>=5").'
@@ -204,7 +207,8 @@ class SizeRange:
 
 
 def write_sample_images(folder: str | os.PathLike) -> list[Path]:
-    """Render the bundled sample scenes ([`SAMPLE_SCENES`], synthetic and deterministic) into `folder` as PNG."""
+    """Write the bundled samples into `folder` as PNG: the synthetic scenes [`SAMPLE_SCENES`] (deterministic), then
+    the photos [`SAMPLE_PHOTOS`] where their package is installed."""
     from .synthetic import render_sample
 
     folder = Path(folder)
@@ -214,6 +218,16 @@ def write_sample_images(folder: str | os.PathLike) -> list[Path]:
         path = folder / f"synthetic_scene_{seed}.png"
         if not path.is_file():
             render_sample(seed, size)["image"].save(path)
+        paths.append(path)
+    for name in SAMPLE_PHOTOS:
+        path = folder / f"photo_{name}.png"
+        if not path.is_file():
+            try:
+                from .composites import load_photo
+
+                Image.fromarray(load_photo(name)).save(path)
+            except (ImportError, FileNotFoundError):  # scikit-image (or scipy) missing, or another version
+                continue
         paths.append(path)
     return paths
 
