@@ -110,16 +110,11 @@ def test_mask_generation_thresholds_come_from_the_caller_then_the_config_then_th
     }
     assert mask_generation_kwargs(model, pred_iou_thresh=0.5)["pred_iou_thresh"] == 0.5
     # The recommendation reaches the pipeline: with both thresholds at 0 the grid keeps masks the defaults drop.
-    model.config.mask_generation = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-    recommended, _ = generate_masks(model, load_processor(model_dir, model), image, points_per_side=4)
-    explicit, _ = generate_masks(
-        model,
-        load_processor(model_dir, model),
-        image,
-        points_per_side=4,
-        pred_iou_thresh=0.0,
-        stability_score_thresh=0.0,
-    )
+    keep_all = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    processor = load_processor(model_dir, model)
+    model.config.mask_generation = keep_all
+    recommended, _ = generate_masks(model, processor, image, points_per_side=4)
+    explicit, _ = generate_masks(model, processor, image, points_per_side=4, **keep_all)
     assert len(recommended) >= 1 and np.array_equal(recommended, explicit)
 
 
