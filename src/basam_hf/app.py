@@ -34,7 +34,7 @@ POSITIVE = "object point (+)"
 NEGATIVE = "background point (-)"
 BOX = "box (click two corners)"
 PROMPT_MODES = (POSITIVE, NEGATIVE, BOX)
-# The page starts in box mode: the embedded default model's boxes are far better than its single clicks (README).
+# The page starts in box mode: the embedded default model's boxes beat its single clicks (README).
 DEFAULT_PROMPT_MODE = BOX
 # Larger uploads are refused before they are decoded: the masks come back at the original size, 3 per variant.
 DEFAULT_MAX_PIXELS = 4096 * 4096
