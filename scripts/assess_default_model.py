@@ -82,6 +82,7 @@ def assess(args: argparse.Namespace) -> dict:
     from basam_hf.composites import compose, composite_seeds
     from basam_hf.configuration_basam import MASK_GENERATION_THRESHOLDS
     from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.segment import mask_generation_kwargs
     from basam_hf.study import shared_image_embeddings
 
     model = load_model(args.model)
@@ -104,7 +105,7 @@ def assess(args: argparse.Namespace) -> dict:
         "scenes": args.scenes
     }
     if model.config.mask_generation:
-        thresholds = {**MASK_GENERATION_THRESHOLDS, **model.config.mask_generation}
+        thresholds = mask_generation_kwargs(model)
         report["automatic_recommended"] = automatic_mask_recall(model, processor, scenes, **thresholds) | {
             "scenes": args.scenes,
             "thresholds": thresholds,
