@@ -10,7 +10,7 @@ from transformers import SamConfig, SamModel
 
 from basam_hf import BaSamConfig, BaSamModel
 from basam_hf.cli import main
-from basam_hf.conversion import convert_sam_to_basam, rebase_image_size
+from basam_hf.conversion import convert_sam_to_basam, deepen_encoder, rebase_image_size
 
 
 @pytest.fixture
@@ -133,3 +133,42 @@ def test_processor_of_a_rebased_model_follows_its_size_and_keeps_the_normalisati
     # A size chosen for the saved model itself stays.
     save_pretrained_with_processor(model, str(tmp_path / "at-2x"), processor=processor_for_model(model, 2 * size))
     assert load_processor(tmp_path / "at-2x", model).image_processor.size.longest_edge == 2 * size
+
+
+@pytest.mark.parametrize("ba", [BA_OFF, dict(bias_mode="coefficient", bias_layers="all")])
+def test_deepen_encoder_starts_as_the_same_model_and_its_new_layers_learn(ba, tmp_path):
+    # Layers 0 (windowed) and 1 (global); a ViT's initializer_range, so only the zeros make the new layers identities.
+    model = randomize_(BaSamModel(BaSamConfig(**tiny_config_kwargs(**ba, initializer_range=0.02)))).eval()
+    deeper = deepen_encoder(model, [0, 1])
+    vision = deeper.config.vision_config
+    assert (vision.num_hidden_layers, vision.global_attn_indexes) == (4, [2])
+    assert [layer.window_size for layer in deeper.vision_encoder.layers] == [3, 3, 0, 3]
+    old_layers = model.vision_encoder.layers
+    for old, new in [(0, 0), (1, 2)]:  # the old layers' weights, at their new places
+        for (name, value), (_, moved) in zip(
+            old_layers[old].state_dict().items(), deeper.vision_encoder.layers[new].state_dict().items()
+        ):
+            assert torch.equal(value, moved), (old, name)
+    deeper.save_pretrained(tmp_path / "deeper")
+    reloaded = BaSamModel.from_pretrained(tmp_path / "deeper").eval()
+    generator = torch.Generator().manual_seed(0)
+    inputs = dict(
+        pixel_values=torch.randn(2, 3, 64, 64, generator=generator),
+        input_boxes=torch.tensor([[[3.0, 5.0, 55.0, 62.0]], [[10.0, 1.0, 30.0, 33.0]]]),
+        multimask_output=False,
+    )
+    with torch.no_grad():
+        expected = model(**inputs)
+    actual = reloaded(**inputs)
+    torch.testing.assert_close(actual.pred_masks, expected.pred_masks, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(actual.iou_scores, expected.iou_scores, atol=1e-6, rtol=1e-6)
+    actual.pred_masks.square().mean().backward()
+    for index in (1, 3):  # the new layers: their zero output weights get gradients, so training grows them
+        layer = reloaded.vision_encoder.layers[index]
+        assert layer.attn.proj.weight.grad.abs().sum() > 0 and layer.mlp.lin2.weight.grad.abs().sum() > 0
+
+
+def test_deepen_encoder_rejects_a_layer_it_does_not_have():
+    model = BaSamModel(BaSamConfig(**tiny_config_kwargs()))
+    with pytest.raises(ValueError, match=r"layers of the encoder \(0 to 1\), got \[2\]"):
+        deepen_encoder(model, [2])

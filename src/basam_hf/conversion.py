@@ -4,7 +4,7 @@ import copy
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -89,6 +89,48 @@ def rebase_image_size(model: BaSamModel, image_size: int) -> BaSamModel:
         state[name] = tensor
     rebased.load_state_dict(state)
     return rebased.train(model.training)
+
+
+def deepen_encoder(model: BaSamModel, insert_after: Sequence[int], init_std: float = 0.02) -> BaSamModel:
+    """The same model with a new windowed layer in its image encoder after each layer index in `insert_after`.
+
+    Each new layer starts as the identity: its attention output projection and second MLP layer are zero, so its
+    residual branches add nothing and the deeper model computes what `model` computes. The weights feeding those
+    zeros (`qkv`, `mlp.lin1`) are drawn with std `init_std`, as a ViT's, so gradients reach the zeros and training
+    grows the new layers (SAM's vision `initializer_range`, 1e-10, is meant for loading weights and would leave them
+    nearly dead). Windowed layers are cheap at any size (global attention dominates the encoder's cost at 64 x 64
+    tokens), so depth adds capacity at little speed cost. Global layers keep their attention and move to their new
+    indices.
+    """
+    old = model.config.vision_config
+    positions = sorted(set(insert_after))
+    if not positions or positions[0] < 0 or positions[-1] >= old.num_hidden_layers:
+        raise ValueError(
+            f"insert_after must name layers of the encoder (0 to {old.num_hidden_layers - 1}), got {list(insert_after)}."
+        )
+    # New index of old layer i: i plus the number of layers inserted before it.
+    moved = [i + sum(p < i for p in positions) for i in range(old.num_hidden_layers)]
+    config = copy.deepcopy(model.config)
+    config.vision_config.num_hidden_layers = old.num_hidden_layers + len(positions)
+    config.vision_config.global_attn_indexes = [moved[i] for i in old.global_attn_indexes]
+    deeper = BaSamModel(config).to(model.dtype)
+    state = deeper.state_dict()
+    layer_key = re.compile(r"^vision_encoder\.layers\.(\d+)\.")
+    for name, tensor in model.state_dict().items():
+        found = layer_key.match(name)
+        if found:
+            name = f"vision_encoder.layers.{moved[int(found[1])]}.{name[found.end():]}"
+        state[name] = tensor
+    for index in sorted(set(range(config.vision_config.num_hidden_layers)) - set(moved)):
+        prefix = f"vision_encoder.layers.{index}."
+        for branch_input in ("attn.qkv", "mlp.lin1"):
+            torch.nn.init.normal_(state[f"{prefix}{branch_input}.weight"], std=init_std)
+            state[f"{prefix}{branch_input}.bias"].zero_()
+        for branch_output in ("attn.proj", "mlp.lin2"):
+            state[f"{prefix}{branch_output}.weight"].zero_()
+            state[f"{prefix}{branch_output}.bias"].zero_()
+    deeper.load_state_dict(state)
+    return deeper.train(model.training)
 
 
 def _save_converted(model: BaSamModel, output_dir: str | os.PathLike, **processor_settings) -> None:
