@@ -117,10 +117,7 @@ def deepen_encoder(model: BaSamModel, insert_after: Sequence[int], init_std: flo
     state = deeper.state_dict()
     layer_key = re.compile(r"^vision_encoder\.layers\.(\d+)\.")
     for name, tensor in model.state_dict().items():
-        found = layer_key.match(name)
-        if found:
-            name = f"vision_encoder.layers.{moved[int(found[1])]}.{name[found.end():]}"
-        state[name] = tensor
+        state[layer_key.sub(lambda found: f"vision_encoder.layers.{moved[int(found[1])]}.", name)] = tensor
     for index in sorted(set(range(config.vision_config.num_hidden_layers)) - set(moved)):
         prefix = f"vision_encoder.layers.{index}."
         for branch_input in ("attn.qkv", "mlp.lin1"):
