@@ -55,6 +55,27 @@ def test_composites_are_reproducible_and_their_masks_are_visible_disjoint_object
     assert not np.array_equal(np.asarray(compose(0, "test")["image"]), np.asarray(compose(1, "test")["image"]))
 
 
+def test_objects_are_scaled_to_their_area_and_thin_ones_stay_within_a_few_image_sides():
+    height, width, area = 300, 400, 0.2 * 300 * 400
+    disc = random_shape_coverage(np.random.default_rng(0), 64, "ellipse")
+    h, w = composites._object_size(disc, area, 1.25, height, width)
+    assert abs(h / w - 1.25**2 * disc.shape[0] / disc.shape[1]) < 0.05  # stretched: taller by 1.25, narrower by it
+    assert abs(disc.sum() * h * w / disc.size - area) < 0.03 * area  # covers the area asked for
+    line = np.zeros((500, 500), np.float32)
+    line[250, :] = 1.0  # a one-pixel line across its box: its area alone would scale the box to ~60 image sides
+    for stretch in (0.75, 1.0, 1.3):
+        h, w = composites._object_size(line, area, stretch, height, width)
+        limit = composites._MAX_EXTENT
+        assert h <= limit * height + 1 and w <= limit * width + 1 and max(h / height, w / width) > limit - 0.01
+
+
+def test_a_composite_with_a_thin_segment_stays_small():
+    """Validation composite 16 of seed 102 drew a thin segment whose area-scaled box was 118 image sides wide (a
+    MemoryError); now its box spans at most three."""
+    scene = compose(composites.composite_seeds(17, 102)[16], "val")
+    assert all(mask.shape == (scene["image"].height, scene["image"].width) for mask in scene["masks"])
+
+
 def test_paste_masks_are_the_visible_parts():
     """An object hides what it covers of earlier masks; its own mask is its coverage >= 0.5, clipped to the image."""
     canvas = np.zeros((20, 30, 3), np.float32)

@@ -41,6 +41,7 @@ MIN_SIDE, MAX_SIDE = 256, 1536  # longest side of a composite, drawn log-uniform
 MAX_OBJECTS = 5
 _AREA_RANGE = (0.01, 0.30)  # an object's area before occlusion, as a fraction of the image, drawn log-uniformly
 _MIN_VISIBLE = 0.002  # an object whose visible part is smaller than this image fraction is not a target
+_MAX_EXTENT = 3.0  # an object's box spans at most this many image heights / widths (see _object_size)
 _SEGMENT_SIDE = 320  # photos are segmented at this longest side
 _SEED_STRIDE = 1_000_003  # sample i of a dataset with seed s uses seed s * stride + i
 
@@ -198,6 +199,17 @@ def _recolour(rng: np.random.Generator, pixels: np.ndarray) -> np.ndarray:
     return np.clip((pixels - mean) * contrast + mean * gain, 0.0, 255.0)
 
 
+def _object_size(coverage: np.ndarray, area: float, stretch: float, height: int, width: int) -> tuple[int, int]:
+    """The size `(h, w)` that scales an object's `coverage` to cover `area` pixels, its height stretched by `stretch`
+    and its width shrunk by it, with its box at most `_MAX_EXTENT` times the `height x width` image along each axis:
+    a thin segment (a line across a photo) covers little of its box, and scaled to its area it would span hundreds
+    of image sides and gigabytes."""
+    rows, cols = coverage.shape
+    scale = math.sqrt(area / max(float(coverage.sum()), 1.0))
+    scale = min(scale, _MAX_EXTENT * height / (rows * stretch), _MAX_EXTENT * width * stretch / cols)
+    return round(rows * scale * stretch), round(cols * scale / stretch)
+
+
 def _resize_object(coverage: np.ndarray, pixels: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     size = (max(2, width), max(2, height))
     coverage = np.asarray(Image.fromarray(coverage).resize(size, Image.BILINEAR))
@@ -283,9 +295,7 @@ def compose(seed: int, split: str) -> dict:
             coverage, pixels = _random_object(rng, split, source)
             area = math.exp(rng.uniform(*np.log(_AREA_RANGE))) * height * width
             stretch = math.exp(rng.uniform(-0.3, 0.3))
-            scale = math.sqrt(area / max(float(coverage.sum()), 1.0))
-            object_h = round(coverage.shape[0] * scale * stretch)
-            object_w = round(coverage.shape[1] * scale / stretch)
+            object_h, object_w = _object_size(coverage, area, stretch, height, width)
             coverage, pixels = _resize_object(coverage, _recolour(rng, pixels), object_h, object_w)
             if rng.random() < 0.5:
                 coverage, pixels = coverage[:, ::-1], pixels[:, ::-1]
