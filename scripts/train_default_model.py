@@ -211,7 +211,7 @@ weights, same run), then the stage-9 command with `--learning-rate 2e-4 --max-st
   not seeded in this run; the script now seeds them with --seed);
 - training loss, mean per 300 steps: 0.478, 0.489, 0.454, 0.462, 0.457, 0.441, 0.432;
 - validation box mIoU at 1024 px: step 500: 0.695, 1,000: 0.719, 1,500: 0.704, 2,000: 0.714 (stage 9 ended at
-  0.714): no clear gain yet on 96 validation samples; not assessed on held-out data, not installed;
+  0.714): no clear gain yet on 96 validation samples; not installed (held-out assessment below);
 - continued in a later session with the same command plus `--resume` from `checkpoint-2000` (Adam state kept, lr
   1e-4), 2.2 to 2.4 s per step, stopped at step 2,839 (session end; that machine's `runs/` did not carry over, so the
   committed state stays at step 2,000): validation box mIoU at 1024 px 2,500: 0.714. Over stages 9 and 10 (3,000 +
@@ -230,8 +230,8 @@ bars and misses the accuracy ones (`src/basam_hf/default/acceptance.json`; test-
 click 0.476 against 0.70, the ellipse baseline 0.627 above the boxes on photos). Longer runs and a deeper encoder
 have each added at most 0.02 since stage 9, and the model underfits composites of its own ten training photos, so
 more CPU steps of this recipe are not the way on. What would be: a pretrained SAM to start from or distil (none is
-reachable offline: `pip download segment-anything-py` brings code only, and no MobileSAM / EfficientViT-SAM /
-EdgeSAM / NanoSAM distribution is on the package index), many more source photos than the ten that ship inside
+reachable offline: `pip download segment-anything-py` brings code only, and `mobile-sam`, `mobile_sam`,
+`nanosam`, `edge-sam`, `efficientvit-sam` and `sam-weights` find no distribution on the package index), many more source photos than the ten that ship inside
 installed packages, and accelerator time for a wider encoder.
 
 The installed model is stage 9's state (step 3,000), trained with the package's BA settings as it ships. Its
