@@ -209,8 +209,9 @@ def _convert_sam(args: argparse.Namespace) -> int:
     _check_output_folder(args.output, args.overwrite)
     from .conversion import convert_sam_to_basam
 
-    model = convert_sam_to_basam(args.source, args.output, **ba_settings_from_args(args))
-    print(f"Saved BA-SAM to {args.output} with {json.dumps(model.config.vision_config.ba_settings())}")
+    settings = ba_settings_from_args(args)
+    model = convert_sam_to_basam(args.source, args.output, num_attention_heads=args.num_attention_heads, **settings)
+    _print_converted(model, args.output)
     return 0
 
 
@@ -226,13 +227,18 @@ def _convert_official(args: argparse.Namespace) -> int:
         drop_rel_pos=args.drop_rel_pos,
         attention_scaling=args.attention_scaling,
     )
+    _print_converted(model, args.output)
+    return 0
+
+
+def _print_converted(model, output: str) -> None:
+    """One line naming what was written: the encoder's dimensions (inferred from the weights) and the BA settings."""
     vision = model.config.vision_config
     print(
-        f"Saved BA-SAM to {args.output}: {vision.num_hidden_layers} layers, hidden size {vision.hidden_size}, "
-        f"{vision.num_attention_heads} heads, global layers {vision.global_attn_indexes}, "
+        f"Saved BA-SAM to {output}: {vision.image_size} px, {vision.num_hidden_layers} layers, hidden size "
+        f"{vision.hidden_size}, {vision.num_attention_heads} heads, global layers {vision.global_attn_indexes}, "
         f"{json.dumps(vision.ba_settings())}"
     )
-    return 0
 
 
 def add_coco_options(parser: argparse.ArgumentParser) -> None:
@@ -659,11 +665,23 @@ def add_convert_commands(commands) -> None:
         "convert-sam",
         help="turn a SAM checkpoint into BA-SAM (safetensors + code files)",
         description="Load a SAM checkpoint into BaSamModel with the BA settings given (the package defaults "
-        "otherwise) and save it with its processor and code files.",
+        "otherwise; --bias-mode none --attention-scaling none is plain SAM) and save it with its processor and code "
+        "files. The source is a transformers SAM checkpoint (Hub repo id or folder) or one of Meta's segment-anything "
+        "files (sam_vit_b_01ec64.pth, ...), read with torch.load(weights_only=True) only, its dimensions, heads and "
+        "global layers inferred from the weights.",
     )
-    convert.add_argument("source", help="SAM Hub repo id (e.g. facebook/sam-vit-base) or folder")
+    convert.add_argument(
+        "source",
+        help="SAM Hub repo id (e.g. facebook/sam-vit-base), folder, or segment-anything .pth / .safetensors file",
+    )
     convert.add_argument("output", help="output folder (new or empty, unless --overwrite)")
     _add_overwrite_option(convert)
+    convert.add_argument(
+        "--num-attention-heads",
+        type=int,
+        default=None,
+        help="segment-anything files without rel-pos tables only (default: inferred from the weights)",
+    )
     add_ba_options(convert)
     convert.set_defaults(func=_convert_sam)
     official = commands.add_parser(

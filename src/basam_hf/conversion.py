@@ -1,4 +1,5 @@
-"""Turning checkpoints into BA-SAM: any transformers SAM checkpoint, and checkpoints of the official BA-SAM code."""
+"""Turning checkpoints into BA-SAM: any transformers SAM checkpoint, Meta's original SAM checkpoints (segment-anything's
+layout) and checkpoints of the official BA-SAM code."""
 
 import copy
 import os
@@ -28,20 +29,37 @@ def is_ba_parameter(name: str) -> bool:
 
 
 def convert_sam_to_basam(
-    source: str | os.PathLike, output_dir: str | os.PathLike | None = None, **ba_settings
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    num_attention_heads: int | None = None,
+    **ba_settings,
 ) -> BaSamModel:
-    """Load a SAM checkpoint (repo id or folder) as BA-SAM, checking that every SAM weight was loaded.
+    """Load a SAM checkpoint (repo id, folder or segment-anything file) as BA-SAM, checking that every SAM weight was
+    loaded.
 
     Args:
-        source: a `SamModel` (or BA-SAM) checkpoint, e.g. `"facebook/sam-vit-base"` or a local folder.
+        source: a `SamModel` (or BA-SAM) checkpoint, e.g. `"facebook/sam-vit-base"` or a local folder; or a file of
+            Meta's segment-anything (`sam_vit_b_01ec64.pth`, ...), converted by
+            [`convert_segment_anything_checkpoint`].
         output_dir: if given, save the converted model there (safetensors, config with `auto_map`, code files) with
             a `BaSamProcessor` (any input size; the source's normalisation settings if it has a processor).
+        num_attention_heads: segment-anything files only: the encoder's heads, if its weights cannot tell them.
         **ba_settings: BA-SAM fields (`bias_mode`, `attention_scaling`, ...), see `BaSamVisionConfig`.
 
     Raises:
         ValueError: if the checkpoint has weights BA-SAM does not use, or lacks SAM weights (they would be left
             random).
     """
+    if Path(source).is_file():
+        return convert_segment_anything_checkpoint(
+            source, output_dir, num_attention_heads=num_attention_heads, **ba_settings
+        )
+    if num_attention_heads is not None:
+        raise ValueError(
+            f"num_attention_heads applies to segment-anything checkpoint files only; {source} has a config that "
+            "sets it."
+        )
     model, info = BaSamModel.from_pretrained(source, output_loading_info=True, **ba_settings)
     not_loaded = sorted(key for key in info["missing_keys"] if not is_ba_parameter(key))
     unexpected = sorted(info["unexpected_keys"])
@@ -261,17 +279,51 @@ def official_config(
     drop_rel_pos: bool = False,
     attention_scaling: str = "official",
 ) -> BaSamConfig:
-    """The [`BaSamConfig`] of an official BA-SAM state dict: a coefficient in every layer, and every width from the
-    weights: the image encoder's, and those of the prompt encoder and mask decoder, which follow the encoder's output
-    width (`out_chans`, the neck's); the decoder's MLP, IoU-head and mask-embedding widths, its depth and its number
-    of mask tokens are read from their weights too. Only the decoder's attention heads are not in the weights: SAM's
-    8. See [`convert_official_checkpoint`] for the arguments."""
+    """The [`BaSamConfig`] of an official BA-SAM state dict: [`segment_anything_config`] with a coefficient in every
+    layer and the official scale rule relative to 1024 px. See [`convert_official_checkpoint`] for the arguments."""
+    return segment_anything_config(
+        weights,
+        image_size,
+        num_attention_heads,
+        global_attn_indexes,
+        drop_rel_pos,
+        bias_mode="coefficient",
+        bias_layers="all",
+        attention_scaling=attention_scaling,
+        pretrain_image_size=OFFICIAL_PRETRAIN_IMAGE_SIZE,
+    )
+
+
+def segment_anything_config(
+    weights: Mapping[str, torch.Tensor],
+    image_size: int | None = None,
+    num_attention_heads: int | None = None,
+    global_attn_indexes: list[int] | None = None,
+    drop_rel_pos: bool = False,
+    **ba_settings,
+) -> BaSamConfig:
+    """The [`BaSamConfig`] of a state dict in segment-anything's key layout, with the BA settings `ba_settings` (the
+    package defaults otherwise).
+
+    Every width comes from the weights: the image encoder's, and those of the prompt encoder and mask decoder, which
+    follow the encoder's output width (`out_chans`, the neck's); the decoder's MLP, IoU-head and mask-embedding
+    widths, its depth and its number of mask tokens are read from their weights too. The encoder's heads come from
+    its rel-pos tables, whose width is the head size (64 in SAM ViT-B/L/H: 12, 16 and 16 heads); its global layers
+    from their tables' lengths (`2 * grid - 1` rows against `2 * window - 1`); its input size from `pos_embed`. Only
+    the decoder's attention heads are not in the weights: SAM's 8. See [`convert_official_checkpoint`] for the
+    arguments."""
     encoder = "image_encoder."
     required = [f"{encoder}{name}.weight" for name in ("patch_embed.proj", "blocks.0.mlp.lin1", "neck.0")]
-    if any(key not in weights for key in required):
+    lacking = [key for key in required if key not in weights]
+    if lacking:
+        hint = (
+            " It has transformers' key names: give the folder holding it and its config.json instead."
+            if any(key.startswith("vision_encoder.") for key in weights)
+            else ""
+        )
         raise ValueError(
-            "Not a checkpoint of the official BA-SAM code (segment-anything key layout): it lacks some of "
-            f"{required}. Its first keys are {_listing(sorted(weights), 5)}."
+            f"Not a SAM checkpoint in segment-anything's key layout: it lacks {', '.join(lacking)}. "
+            f"Its first keys are {_listing(sorted(weights), 5)}.{hint}"
         )
     patch_embed = weights[required[0]]
     hidden_size, num_channels, patch_size = patch_embed.shape[0], patch_embed.shape[1], patch_embed.shape[-1]
@@ -305,8 +357,11 @@ def official_config(
             f"image_size={image_size} does not match the checkpoint, whose position tables were built for "
             f"{built_size}px inputs. Leave image_size unset (it is inferred); the model runs at any input size anyway."
         )
-    if attention_scaling == "official":  # fail now, not at the first forward, below the pretraining size
-        grid, pretrain_grid = image_size // patch_size, OFFICIAL_PRETRAIN_IMAGE_SIZE // patch_size
+    if ba_settings.get("attention_scaling") == "official":  # fail now, not at the first forward, below pretraining
+        grid, pretrain_grid = (
+            image_size // patch_size,
+            ba_settings.get("pretrain_image_size", image_size) // patch_size,
+        )
         attention_scale_factor("official", (grid, grid), (pretrain_grid, pretrain_grid), patch_size)
 
     if num_attention_heads is None:
@@ -333,10 +388,7 @@ def official_config(
         "window_size": window_size,
         "global_attn_indexes": list(global_attn_indexes),
         "layer_norm_eps": 1e-6,
-        "bias_mode": "coefficient",
-        "bias_layers": "all",
-        "attention_scaling": attention_scaling,
-        "pretrain_image_size": OFFICIAL_PRETRAIN_IMAGE_SIZE,
+        **ba_settings,
     }
     prompt_encoder_config = {
         "hidden_size": width,
@@ -422,25 +474,91 @@ def convert_official_checkpoint(
             `attention_scaling="official"` below 1024 px.
     """
     weights = load_official_state_dict(checkpoint)
-    # Sam's normalisation buffers, if saved: the processor's mean and std (on 0-255 pixels in segment-anything).
-    buffers = {"image_mean": "pixel_mean", "image_std": "pixel_std"}
-    processor_settings = {
-        setting: (weights.pop(name).flatten() / 255).tolist() for setting, name in buffers.items() if name in weights
-    }
+    if not _has_ba_coefficients(weights):
+        raise ValueError(
+            f"{checkpoint} has no BA coefficients (attn.coefficient): a plain SAM checkpoint in segment-anything's "
+            "layout, not one of the official BA-SAM code. Convert it with convert_sam_to_basam (basam-hf convert-sam)."
+        )
+    processor_settings = _pop_normalisation(weights)
     config = official_config(
         weights, image_size, num_attention_heads, global_attn_indexes, drop_rel_pos, attention_scaling
     )
     if drop_rel_pos:
         weights = {key: value for key, value in weights.items() if "rel_pos" not in key}
+    return _build_from_segment_anything(config, weights, checkpoint, output_dir, processor_settings, drop_rel_pos)
+
+
+def convert_segment_anything_checkpoint(
+    checkpoint: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    num_attention_heads: int | None = None,
+    **ba_settings,
+) -> BaSamModel:
+    """Convert one of Meta's original SAM checkpoints (segment-anything's layout: `sam_vit_b_01ec64.pth`,
+    `sam_vit_l_0b3195.pth`, `sam_vit_h_4b8939.pth` or a fine-tuned SAM saved the same way) to a [`BaSamModel`].
+
+    Dimensions, depth, heads, global layers and input size are inferred from the weights (see
+    [`segment_anything_config`]); the BA settings are `ba_settings`, the package defaults (`BA_DEFAULTS`) otherwise;
+    `bias_mode="none", attention_scaling="none"` is SAM itself. Every key of the checkpoint must be used and every SAM
+    weight of the model must come from it; BA-SAM's own parameters start at their documented initial values.
+    `checkpoint` is read and `output_dir` written as by [`convert_official_checkpoint`] (weights-only loading: no
+    code from the file ever runs).
+
+    Args:
+        num_attention_heads: the encoder's heads, when its weights have no rel-pos table to tell the head size.
+        **ba_settings: BA-SAM fields (`bias_mode`, `attention_scaling`, ...), see `BaSamVisionConfig`.
+
+    Raises:
+        ValueError: unreadable, non-plain or corrupt file; not segment-anything's layout; a checkpoint of the
+            official BA-SAM code (use [`convert_official_checkpoint`]); unused, missing or mismatched keys.
+    """
+    weights = load_official_state_dict(checkpoint)
+    if _has_ba_coefficients(weights):
+        raise ValueError(
+            f"{checkpoint} has BA coefficients (attn.coefficient): a checkpoint of the official BA-SAM code. Convert "
+            "it with convert_official_checkpoint (basam-hf convert-official)."
+        )
+    processor_settings = _pop_normalisation(weights)
+    config = segment_anything_config(weights, num_attention_heads=num_attention_heads, **ba_settings)
+    return _build_from_segment_anything(config, weights, checkpoint, output_dir, processor_settings)
+
+
+def _has_ba_coefficients(weights: Mapping[str, torch.Tensor]) -> bool:
+    return any(key.endswith(".attn.coefficient") for key in weights)
+
+
+def _pop_normalisation(weights: dict[str, torch.Tensor]) -> dict:
+    """Sam's normalisation buffers, removed from `weights` if saved: the processor's `image_mean` and `image_std`
+    (segment-anything's are on 0-255 pixels). Meta's files lack them (non-persistent buffers): SAM's defaults."""
+    buffers = {"image_mean": "pixel_mean", "image_std": "pixel_std"}
+    return {
+        setting: (weights.pop(name).flatten() / 255).tolist() for setting, name in buffers.items() if name in weights
+    }
+
+
+def _build_from_segment_anything(
+    config: BaSamConfig,
+    weights: dict,
+    source,
+    output_dir: str | os.PathLike | None,
+    processor_settings: dict,
+    drop_rel_pos: bool = False,
+) -> BaSamModel:
+    """The model of `config` holding `weights` (segment-anything names), saved to `output_dir` if given."""
     model = BaSamModel(config).eval()
-    _load_official_weights(model, weights, checkpoint, drop_rel_pos)
+    _load_segment_anything_weights(model, weights, source, drop_rel_pos)
     if output_dir is not None:
         _save_converted(model, output_dir, **processor_settings)
     return model
 
 
-def _load_official_weights(model: BaSamModel, weights: dict, source, drop_rel_pos: bool) -> None:
+def _load_segment_anything_weights(model: BaSamModel, weights: dict, source, drop_rel_pos: bool) -> None:
+    """Load `weights` (segment-anything names) into `model`, or raise a `ValueError` listing every unused, missing
+    or mismatched key. BA parameters the model has and the checkpoint lacks keep their initial values, unless the
+    checkpoint has BA coefficients (the official code's: then every layer's must be there)."""
     expected = model.state_dict()
+    new_ba_parameters = not _has_ba_coefficients(weights)
     state, unused = {}, []
     for key, value in weights.items():
         name = official_to_hf_key(key, model.config.mask_decoder_config.iou_head_depth)
@@ -454,7 +572,13 @@ def _load_official_weights(model: BaSamModel, weights: dict, source, drop_rel_po
         state["shared_image_embedding.positional_embedding"] = state[
             "prompt_encoder.shared_embedding.positional_embedding"
         ]
-    missing = sorted(name for name in expected if name not in state and not (drop_rel_pos and ".rel_pos_" in name))
+    missing = sorted(
+        name
+        for name in expected
+        if name not in state
+        and not (drop_rel_pos and ".rel_pos_" in name)
+        and not (new_ba_parameters and is_ba_parameter(name))
+    )
     mismatched = sorted(
         f"{name} {tuple(value.shape)} (model: {tuple(expected[name].shape)})"
         for name, value in state.items()
