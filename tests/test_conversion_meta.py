@@ -85,6 +85,11 @@ def tiny_segment_anything(seed: int = 0) -> torch.nn.Module:
         parameter.copy_(torch.randn(parameter.shape, generator=generator) * (0.05 if "patch_embed" in name else 0.3))
         if name.endswith(("norm1.weight", "norm2.weight", "neck.1.weight", "neck.3.weight")):
             parameter += 1.0
+        # The decoder's first layer normalises its self-attention output alone (no residual): kept small, as in SAM
+        # ViT-B at initialisation, it makes the outputs depend on the layer norms' epsilon (nn.LayerNorm's 1e-5 in
+        # segment-anything's two-way transformer).
+        if name.startswith("mask_decoder.transformer.layers.0.self_attn.out_proj."):
+            parameter *= 0.03
     return sam.eval()
 
 

@@ -310,8 +310,8 @@ def segment_anything_config(
     widths, its depth and its number of mask tokens are read from their weights too. The encoder's heads come from
     its rel-pos tables, whose width is the head size (64 in SAM ViT-B/L/H: 12, 16 and 16 heads); its global layers
     from their tables' lengths (`2 * grid - 1` rows against `2 * window - 1`); its input size from `pos_embed`. Only
-    the decoder's attention heads are not in the weights: SAM's 8. See [`convert_official_checkpoint`] for the
-    arguments."""
+    the decoder's attention heads (SAM's 8) and layer-norm epsilon (1e-5) are not in the weights. See
+    [`convert_official_checkpoint`] for the arguments."""
     encoder = "image_encoder."
     required = [f"{encoder}{name}.weight" for name in ("patch_embed.proj", "blocks.0.mlp.lin1", "neck.0")]
     lacking = [key for key in required if key not in weights]
@@ -424,6 +424,9 @@ def _official_mask_decoder_config(weights: Mapping[str, torch.Tensor], width: in
         )
     return {
         "hidden_size": width,
+        # segment-anything's two-way transformer normalises with nn.LayerNorm's default epsilon, 1e-5 (transformers'
+        # SAM configs say 1e-6, which shifts masks by up to 1e-4 where the decoder's activations are small).
+        "layer_norm_eps": 1e-5,
         "mlp_dim": _dim(weights, f"{decoder}transformer.layers.0.mlp.lin1.weight", 0, 8 * width),
         "num_hidden_layers": _count_entries(weights, f"{decoder}transformer.layers") or 2,
         "num_attention_heads": heads,
