@@ -44,40 +44,62 @@ def segment_anything_modeling() -> types.ModuleType:
         return importlib.import_module("segment_anything.modeling")
 
 
-@torch.no_grad()
-def tiny_segment_anything(seed: int = 0) -> torch.nn.Module:
-    """A random SAM from segment-anything's modules, built as its `_build_sam` builds ViT-B/L/H but tiny, in eval."""
+def segment_anything_sam(
+    image_size: int, embed_dim: int, depth: int, num_heads: int, global_layers: tuple, window: int, **sizes
+) -> torch.nn.Module:
+    """A SAM from segment-anything's modules, built as its `_build_sam` builds ViT-B/L/H (patch 16, MLP ratio 4,
+    prompt width 256, decoder MLP 2048, 8 decoder heads) unless `sizes` says otherwise; in eval mode."""
     modeling = segment_anything_modeling()
-    grid = IMAGE_SIZE // PATCH
+    sizes = dict(mlp_ratio=4, prompt_dim=256, mask_channels=16, decoder_mlp=2048, iou_hidden=256) | sizes
+    grid = image_size // PATCH
     sam = modeling.Sam(
         image_encoder=modeling.ImageEncoderViT(
-            img_size=IMAGE_SIZE,
+            img_size=image_size,
             patch_size=PATCH,
-            embed_dim=HIDDEN,
-            depth=DEPTH,
-            num_heads=HEADS,
-            mlp_ratio=2,
-            out_chans=PROMPT_DIM,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=sizes["mlp_ratio"],
+            out_chans=sizes["prompt_dim"],
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
             use_rel_pos=True,
-            window_size=WINDOW,
-            global_attn_indexes=GLOBAL_LAYERS,
+            window_size=window,
+            global_attn_indexes=global_layers,
         ),
         prompt_encoder=modeling.PromptEncoder(
-            embed_dim=PROMPT_DIM,
+            embed_dim=sizes["prompt_dim"],
             image_embedding_size=(grid, grid),
-            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
-            mask_in_chans=MASK_CHANNELS,
+            input_image_size=(image_size, image_size),
+            mask_in_chans=sizes["mask_channels"],
         ),
         mask_decoder=modeling.MaskDecoder(
             num_multimask_outputs=3,
             transformer=modeling.TwoWayTransformer(
-                depth=2, embedding_dim=PROMPT_DIM, mlp_dim=DECODER_MLP, num_heads=8
+                depth=2, embedding_dim=sizes["prompt_dim"], mlp_dim=sizes["decoder_mlp"], num_heads=8
             ),
-            transformer_dim=PROMPT_DIM,
+            transformer_dim=sizes["prompt_dim"],
             iou_head_depth=3,
-            iou_head_hidden_dim=IOU_HIDDEN,
+            iou_head_hidden_dim=sizes["iou_hidden"],
         ),
+    )
+    return sam.eval()
+
+
+@torch.no_grad()
+def tiny_segment_anything(seed: int = 0) -> torch.nn.Module:
+    """A tiny SAM from segment-anything's modules with random values in every weight."""
+    sam = segment_anything_sam(
+        IMAGE_SIZE,
+        HIDDEN,
+        DEPTH,
+        HEADS,
+        GLOBAL_LAYERS,
+        WINDOW,
+        mlp_ratio=2,
+        prompt_dim=PROMPT_DIM,
+        mask_channels=MASK_CHANNELS,
+        decoder_mlp=DECODER_MLP,
+        iou_hidden=IOU_HIDDEN,
     )
     # SAM zero-initialises its rel-pos tables and position embedding: random values everywhere make each weight count.
     generator = torch.Generator().manual_seed(seed)
@@ -90,7 +112,7 @@ def tiny_segment_anything(seed: int = 0) -> torch.nn.Module:
         # segment-anything's two-way transformer).
         if name.startswith("mask_decoder.transformer.layers.0.self_attn.out_proj."):
             parameter *= 0.03
-    return sam.eval()
+    return sam
 
 
 @pytest.fixture(scope="module")
@@ -102,17 +124,23 @@ def meta_checkpoint(tmp_path_factory):
     return sam, path
 
 
-# Each prompt as segment-anything takes it: points (coordinates in input pixels, labels), a box, a low-res mask.
-def _prompts() -> list[dict]:
+def _prompts(image_size: int = IMAGE_SIZE) -> list[dict]:
+    """Prompts as segment-anything takes them: points (coordinates in input pixels, labels), a box, a low-res mask;
+    written for 160 px and scaled to `image_size`."""
     generator = torch.Generator().manual_seed(1)
-    mask = torch.randn(1, 1, 4 * IMAGE_SIZE // PATCH, 4 * IMAGE_SIZE // PATCH, generator=generator)
+    mask = torch.randn(1, 1, 4 * image_size // PATCH, 4 * image_size // PATCH, generator=generator)
+    scale = image_size / 160
     return [
-        dict(points=(torch.tensor([[[40.0, 95.5]]]), torch.tensor([[1]])), boxes=None, masks=None),
-        dict(points=(torch.tensor([[[40.0, 95.5], [120.0, 20.0]]]), torch.tensor([[1, 0]])), boxes=None, masks=None),
-        dict(points=None, boxes=torch.tensor([[12.0, 30.0, 131.0, 150.0]]), masks=None),
+        dict(points=(torch.tensor([[[40.0, 95.5]]]) * scale, torch.tensor([[1]])), boxes=None, masks=None),
         dict(
-            points=(torch.tensor([[[70.0, 80.0]]]), torch.tensor([[1]])),
-            boxes=torch.tensor([[10.0, 5, 150, 99]]),
+            points=(torch.tensor([[[40.0, 95.5], [120.0, 20.0]]]) * scale, torch.tensor([[1, 0]])),
+            boxes=None,
+            masks=None,
+        ),
+        dict(points=None, boxes=torch.tensor([[12.0, 30.0, 131.0, 150.0]]) * scale, masks=None),
+        dict(
+            points=(torch.tensor([[[70.0, 80.0]]]) * scale, torch.tensor([[1]])),
+            boxes=torch.tensor([[10.0, 5, 150, 99]]) * scale,
             masks=mask,
         ),
     ]
@@ -131,26 +159,17 @@ def _basam_prompts(prompt: dict) -> dict:
     return inputs
 
 
-@pytest.mark.parametrize("multimask", [True, False])
 @torch.no_grad()
-def test_converted_checkpoint_equals_segment_anything(meta_checkpoint, tmp_path, multimask):
-    sam, path = meta_checkpoint
-    assert main(["convert-sam", str(path), str(tmp_path / "out"), *BA_OFF]) == 0
-    model = BaSamModel.from_pretrained(tmp_path / "out").eval()
-    vision = model.config.vision_config
-    assert (vision.image_size, vision.num_hidden_layers, vision.hidden_size, vision.num_attention_heads) == (
-        IMAGE_SIZE,
-        DEPTH,
-        HIDDEN,
-        HEADS,
-    )
-    assert (vision.global_attn_indexes, vision.window_size) == (list(GLOBAL_LAYERS), WINDOW)
-
-    pixels = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(2))
+def assert_same_outputs(sam: torch.nn.Module, model: BaSamModel, multimask: bool = True) -> None:
+    """segment-anything's `sam` and the converted `model` give the same image embeddings, masks and IoU scores to
+    1e-5 on one random preprocessed image and each of [`_prompts`]; each module of `sam` is called as `Sam.forward`
+    calls it."""
+    image_size = model.config.vision_config.image_size
+    pixels = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(2))
     reference_embeddings = sam.image_encoder(pixels)
     embeddings = model.get_image_embeddings(pixels)
     torch.testing.assert_close(embeddings, reference_embeddings, rtol=0, atol=1e-5)
-    for prompt in _prompts():
+    for prompt in _prompts(image_size):
         sparse, dense = sam.prompt_encoder(**prompt)
         reference_masks, reference_scores = sam.mask_decoder(
             image_embeddings=reference_embeddings,
@@ -162,6 +181,45 @@ def test_converted_checkpoint_equals_segment_anything(meta_checkpoint, tmp_path,
         outputs = model(image_embeddings=embeddings, multimask_output=multimask, **_basam_prompts(prompt))
         torch.testing.assert_close(outputs.pred_masks[:, 0], reference_masks, rtol=0, atol=1e-5)
         torch.testing.assert_close(outputs.iou_scores[:, 0], reference_scores, rtol=0, atol=1e-5)
+
+
+def _encoder_layout(model: BaSamModel) -> tuple:
+    vision = model.config.vision_config
+    return (
+        vision.image_size,
+        vision.num_hidden_layers,
+        vision.hidden_size,
+        vision.num_attention_heads,
+        vision.mlp_dim,
+        list(vision.global_attn_indexes),
+        vision.window_size,
+    )
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_converted_checkpoint_equals_segment_anything(meta_checkpoint, tmp_path, multimask):
+    sam, path = meta_checkpoint
+    assert main(["convert-sam", str(path), str(tmp_path / "out"), *BA_OFF]) == 0
+    model = BaSamModel.from_pretrained(tmp_path / "out").eval()
+    assert _encoder_layout(model) == (IMAGE_SIZE, DEPTH, HIDDEN, HEADS, 2 * HIDDEN, list(GLOBAL_LAYERS), WINDOW)
+    assert_same_outputs(sam, model, multimask)
+
+
+@pytest.mark.slow
+def test_vit_b_widths_are_inferred(tmp_path):
+    """SAM ViT-B's encoder and SAM's prompt encoder and decoder, with segment-anything's own initialisation (the
+    zero-initialised position tables drawn), at a 256 px input to stay fast: 16 x 16 tokens, so the 14 x 14 windows
+    are padded and the global tables (31 rows) differ from the windowed ones (27)."""
+    torch.manual_seed(0)
+    sam = segment_anything_sam(256, embed_dim=768, depth=12, num_heads=12, global_layers=(2, 5, 8, 11), window=14)
+    with torch.no_grad():
+        for name, parameter in sam.image_encoder.named_parameters():
+            if "rel_pos" in name or name == "pos_embed":
+                parameter.normal_(std=0.02)
+    torch.save(sam.state_dict(), tmp_path / "sam_vit_b.pth")
+    model = convert_sam_to_basam(tmp_path / "sam_vit_b.pth", bias_mode="none", attention_scaling="none")
+    assert _encoder_layout(model) == (256, 12, 768, 12, 3072, [2, 5, 8, 11], 14)
+    assert_same_outputs(sam, model)
 
 
 def test_python_entry_takes_the_file_and_starts_ba_parameters_at_their_documented_values(meta_checkpoint):
