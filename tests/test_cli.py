@@ -376,7 +376,7 @@ def test_prompts_that_cannot_mean_anything_are_refused():
 
 
 def test_segment_image_clips_with_a_warning_and_refuses_empty_boxes(model_dir):
-    from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.loading import load_model, load_processor
     from basam_hf.segment import segment_image
 
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 90, 3), dtype=np.uint8))
@@ -497,7 +497,7 @@ def test_every_model_command_takes_the_ba_options(command):
 
 def test_segment_with_ba_off_equals_the_ba_off_model(model_dir, image_path, tmp_path, monkeypatch):
     import basam_hf.segment
-    from basam_hf.evaluation import ba_variant, load_model, load_processor
+    from basam_hf.loading import ba_variant, load_model, load_processor
 
     segment_image, used = basam_hf.segment.segment_image, []
 
@@ -581,7 +581,7 @@ def test_size_help_says_what_a_size_off_the_patch_grid_does(capsys):
 
 def test_a_size_off_the_patch_grid_runs_padded_up(model_dir, image_path, tmp_path):
     """As --help says: the model runs at the size rounded up to whole patches (patch 8 here: 100 -> 104)."""
-    from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.loading import load_model, load_processor
 
     model = load_model(model_dir)
     inputs = load_processor(model_dir, model)(images=Image.open(image_path), size=100, return_tensors="pt")

@@ -251,14 +251,13 @@ class DemoModels:
     ):
         """`ba_settings` (BA fields, e.g. `{"bias_mode": "none"}`) replace the model's own: the page starts from them
         (`basam-hf demo --bias-mode ...`). `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or `"float16"` for
-        the model and its variants (see [`basam_hf.evaluation.load_model`]); default the saved dtype."""
-        from .evaluation import ba_variant, load_model, load_processor
+        the model and its variants (see [`basam_hf.loading.load_model_and_processor`]); default the saved dtype."""
+        from .loading import load_model_and_processor
 
         self.name = str(name)
-        self.model = load_model(name, dtype=dtype, torch_dtype=torch_dtype)
-        if ba_settings:
-            self.model = ba_variant(self.model, **ba_settings)
-        self.processor = load_processor(name, self.model)
+        self.model, self.processor, _ = load_model_and_processor(
+            name, ba_settings=ba_settings, dtype=dtype, torch_dtype=torch_dtype
+        )
         self.vision_config = self.model.config.vision_config
         self.max_variants = max_variants
         self._variants: OrderedDict[tuple, Any] = OrderedDict()
@@ -285,7 +284,7 @@ class DemoModels:
     def warm_up(self, size: int) -> None:
         """One small prediction with the model and with its BA-off copy, so that the first Run's times measure the
         models rather than one-off start-up costs (and the BA-off copy is loaded before anyone waits for it)."""
-        from .evaluation import BA_OFF
+        from .loading import BA_OFF
 
         image = Image.new("RGB", (size, size), (128, 128, 128))
         prompts = add_click(empty_prompts(), size // 2, size // 2, POSITIVE)
@@ -306,7 +305,7 @@ class DemoModels:
             if key in self._variants:
                 self._variants.move_to_end(key)
                 return self._variants[key]
-            from .evaluation import ba_variant
+            from .loading import ba_variant
 
             variant = ba_variant(self.model, **overrides)
             self._variants[key] = variant
@@ -364,7 +363,7 @@ def predict(
     progress: Callable[[float, str], None] | None = None,
 ) -> Prediction:
     """BA-SAM (the model with `settings`, default its own) and the same weights with BA off, on one prompt."""
-    from .evaluation import BA_OFF
+    from .loading import BA_OFF
 
     progress = progress or (lambda fraction, message: None)
     settings = {**models.settings, **{k: v for k, v in (settings or {}).items() if v is not None}}

@@ -74,22 +74,18 @@ def ba_settings_from_args(args: argparse.Namespace) -> dict:
 
 
 def load_model_from_args(args: argparse.Namespace):
-    """The model of `--model` under the BA options given (same weights, [`basam_hf.evaluation.ba_variant`]), still
-    named `args.model` (for its processor and the reports)."""
-    from .evaluation import ba_variant, load_model
+    """The model of `--model` and its processor (a [`basam_hf.loading.LoadedModel`]), the BA options applied while
+    loading; with BA options the model is still named `args.model` (for the reports)."""
+    from .loading import load_model_and_processor
 
-    model = load_model(args.model, dtype=getattr(args, "dtype", None))
     settings = ba_settings_from_args(args)
-    if settings:
-        model = ba_variant(model, **settings)
-        model.name_or_path = str(args.model)
-    return model
+    return load_model_and_processor(args.model, ba_settings=settings, dtype=getattr(args, "dtype", None))
 
 
 def _model_with_settings(args: argparse.Namespace):
     """For the API functions that take a name or a model: `args.model` itself without BA options (reports name it
     as given), else [`load_model_from_args`]."""
-    return load_model_from_args(args) if ba_settings_from_args(args) else args.model
+    return load_model_from_args(args).model if ba_settings_from_args(args) else args.model
 
 
 def _check_output_folder(path: str | os.PathLike, overwrite: bool) -> None:
@@ -263,7 +259,8 @@ def _dataset_argument(args: argparse.Namespace):
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate, make_accelerator, markdown_table
+    from .evaluation import evaluate, markdown_table
+    from .runtime import make_accelerator
 
     accelerator = make_accelerator(cpu=args.cpu)
     summary = evaluate(
@@ -556,7 +553,6 @@ def _segment(args: argparse.Namespace) -> int:
         raise ValueError("give --box, --point or --automatic")
     from PIL import Image
 
-    from .evaluation import load_processor
     from .segment import check_prompts, generate_masks, save_masks, segment_image
 
     image = Image.open(args.image)
@@ -569,8 +565,7 @@ def _segment(args: argparse.Namespace) -> int:
         boxes, points, notes = check_prompts(image.width, image.height, boxes=args.box, points=points or None)
         for note in notes:
             print(f"basam-hf segment: note: {note}", file=sys.stderr)
-    model = load_model_from_args(args)
-    processor = load_processor(args.model, model)
+    model, processor, _ = load_model_from_args(args)
     if args.automatic:
         masks, scores = generate_masks(
             model,

@@ -558,7 +558,9 @@ def finetune(
     from accelerate import DistributedDataParallelKwargs
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    from .evaluation import evaluate, load_processor, make_accelerator, progress_bar
+    from .evaluation import evaluate
+    from .loading import load_processor
+    from .runtime import make_accelerator, progress_bar
 
     # Settings first, so that mistakes fail before anything is loaded.
     _check_settings(
