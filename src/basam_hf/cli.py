@@ -150,12 +150,18 @@ def describe_error(error: BaseException, hub_ids: list[str] = ()) -> str | None:
     """The one-line message of an expected failure, or `None` for an unexpected one (a bug: keep the traceback)."""
     if isinstance(error, PathNotFoundError):
         return str(error)
+    # huggingface_hub's error classes: imported only after a failure, so that --help stays fast.
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
+
     from .hub import connection_failure_reason, error_chain, hub_offline, is_connection_error, one_line
 
     chain = error_chain(error)
-    names = {type(item).__name__ for item in chain}
     what = " / ".join(hub_ids)
-    not_cached = "LocalEntryNotFoundError" in names or "OfflineModeIsEnabled" in names
+
+    def caused_by(*classes: type[BaseException]) -> bool:
+        return any(isinstance(item, classes) for item in chain)
+
+    not_cached = caused_by(LocalEntryNotFoundError, OfflineModeIsEnabled)
     if hub_ids and (not_cached or is_connection_error(error)) and hub_offline():
         return (
             f"{what} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so the Hub was not asked; "
@@ -168,7 +174,7 @@ def describe_error(error: BaseException, hub_ids: list[str] = ()) -> str | None:
         )
     if is_connection_error(error) and type(error).__module__ != "builtins":  # builtins: a message of basam_hf's
         return f"cannot reach the Hugging Face Hub ({connection_failure_reason(error)}); check the network"
-    if names & {"RepositoryNotFoundError", "GatedRepoError"}:
+    if caused_by(RepositoryNotFoundError):  # GatedRepoError included: it derives from RepositoryNotFoundError
         return (
             f"no such file or folder, and no Hub repo {what or 'of that name'} that this account may read "
             "(private or gated repos: log in with `hf auth login`)"
