@@ -184,20 +184,6 @@ def test_package_attributes_stay_available():
         basam_hf.NoSuchThing  # noqa: B018
 
 
-def test_copied_choices_equal_the_package_ones():
-    """The parser keeps its own copies (importing the package's would import torch); they must not drift."""
-    from basam_hf.app import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS
-    from basam_hf.configuration_basam import BA_CHOICES, BA_FIELDS, MASK_GENERATION_THRESHOLDS
-    from basam_hf.losses import LOSSES
-    from basam_hf.training import TRAIN_MODES
-
-    assert cli.BA_CHOICES == BA_CHOICES
-    assert set(cli.BA_OPTION_NAMES) <= set(BA_FIELDS)
-    assert cli.TRAIN_MODES == TRAIN_MODES and cli.LOSS_NAMES == tuple(LOSSES)
-    assert cli.MASK_GENERATION_THRESHOLDS == MASK_GENERATION_THRESHOLDS
-    assert (cli.DEMO_MAX_PIXELS, cli.DEMO_MAX_FILE_SIZE) == (DEFAULT_MAX_PIXELS, DEFAULT_MAX_FILE_SIZE)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Missing paths, an unreachable Hub, a failed push: one line each
 

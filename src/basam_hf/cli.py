@@ -17,24 +17,19 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .constants import (
+    BA_CHOICES,
+    DEMO_MAX_FILE_SIZE,
+    DEMO_MAX_PIXELS,
+    DTYPE_NAMES,
+    LOSSES,
+    MASK_GENERATION_THRESHOLDS,
+    MIXED_PRECISION,
+    TRAIN_MODES,
+)
 
-# Copies of the package's choices, so that building the parser imports neither transformers nor torch;
-# tests/test_cli.py checks that they equal `configuration_basam.BA_CHOICES`, `training.TRAIN_MODES`,
-# `losses.LOSSES`, `configuration_basam.MASK_GENERATION_THRESHOLDS` and the demo's defaults.
-BA_CHOICES: dict[str, tuple[str, ...]] = {
-    "attention_scaling": ("none", "log_length", "official"),
-    "bias_mode": ("none", "distance", "coefficient"),
-    "bias_distance": ("manhattan", "euclidean"),
-    "distance_unit": ("token", "pretrain_grid"),
-    "bias_layers": ("global", "all"),
-}
 # The BA fields that have a command-line option (`--bias-mode`, ...).
 BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coefficient_init")
-TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
-LOSS_NAMES = ("bce-dice", "bce", "dice")
-MASK_GENERATION_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
-DEMO_MAX_PIXELS = 4096 * 4096
-DEMO_MAX_FILE_SIZE = "50mb"
 
 # What --size means for the commands that take one (the processor pads its input up to whole patches).
 SIZE_ROUNDING = (
@@ -483,7 +478,7 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
     finetune.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
     finetune.add_argument("--train", choices=TRAIN_MODES, default="all", help="what is trained (default: %(default)s)")
-    finetune.add_argument("--loss", choices=LOSS_NAMES, default="bce-dice")
+    finetune.add_argument("--loss", choices=tuple(LOSSES), default="bce-dice")
     finetune.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
     finetune.add_argument("--weight-decay", type=float, default=0.0)
     finetune.add_argument("--lr-step-epochs", type=int, default=10, help="StepLR period in epochs (default: 10)")
@@ -491,7 +486,7 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping (default: off)")
     finetune.add_argument("--batch-size", type=int, default=2, help="images per process and micro-batch")
     finetune.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    finetune.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    finetune.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="no")
     finetune.add_argument("--epochs", type=int, default=50)
     finetune.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
     finetune.add_argument("--seed", type=int, default=0)
@@ -627,9 +622,9 @@ def add_segment_command(commands) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .app import run_demo_command
+    from .app import run_demo_command  # numpy, PIL and gradio: only when the demo runs
 
-    return run_demo_command(args)
+    return run_demo_command(args, ba_settings=ba_settings_from_args(args))
 
 
 def add_demo_command(commands) -> None:
@@ -761,7 +756,7 @@ def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     """`--dtype {float32,bfloat16,float16}`: the floating-point type of the weights and of the computation."""
     parser.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
+        choices=DTYPE_NAMES,
         default=None,
         help="floating-point type of the weights and the computation (default: the model's own, float32 for the "
         "embedded model). On a CPU, bfloat16 / float16 can be faster only with native support (AVX-512 BF16 / FP16, "

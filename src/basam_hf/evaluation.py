@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import loading, runtime
-from .configuration_basam import BA_FIELDS
+from . import __version__, loading, runtime
+from .constants import BA_FIELDS
 from .data import (
     SINGLE_CLICK_PROMPTS,
     SampleError,
@@ -60,6 +60,7 @@ from .metrics import (
     official_metrics,
     segmentation_metrics,
 )
+from .segment import model_inputs
 
 PROTOCOLS = ("standard", "official")
 OFFICIAL_OUT_SIZE = 256
@@ -149,8 +150,6 @@ def predict_standard(
 def _predict_standard_batch(
     model, processor, ready, size: int, prompt: str, normalize_maps: bool = False
 ) -> dict[str, dict]:
-    from .segment import model_inputs
-
     kind, _ = parse_prompt(prompt)
     images = [sample["image"] for sample, _ in ready]
     prompt_kwargs = {}
@@ -500,11 +499,10 @@ def _result(run: dict, ids: Sequence[str], done: dict[str, dict]) -> dict:
 
 
 def package_versions() -> dict[str, str]:
+    # Slow imports (accelerate, datasets), needed only when a summary is written.
     import accelerate
     import datasets
     import transformers
-
-    from . import __version__
 
     return {
         "basam_hf": __version__,
@@ -570,7 +568,7 @@ def markdown_table(summary: dict) -> str:
 
 def plot_metrics(summary: dict, path: Path) -> None:
     """A PNG with one panel per metric: the metric against the input size, one line per model."""
-    import matplotlib
+    import matplotlib  # a slow import, needed only for the plot
 
     matplotlib.use("Agg")  # no display: write files only
     import matplotlib.pyplot as plt

@@ -16,15 +16,15 @@ from transformers import AutoConfig
 from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME, cached_file
 from transformers.utils import logging as transformers_logging
 
-from .configuration_basam import BA_FIELDS, BaSamConfig
+from .configuration_basam import BaSamConfig
+from .constants import BA_FIELDS, BA_OFF, DTYPE_NAMES
 from .conversion import is_ba_parameter
 from .hub import resolve_model
 from .modeling_basam import BaSamModel
 from .processing_basam import BaSamProcessor, normalisation_settings, processor_for_model
 
 # Floating-point types a model can run in (`dtype=` in the Python API, `--dtype` on the command line).
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 class LoadedModel(NamedTuple):

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .assessment import mean_with_interval
-from .configuration_basam import BA_FIELDS
+from .constants import BA_FIELDS
 from .data import SegmentationDataset, mask_box
 from .evaluation import build_summary, dtype_name, evaluate, plot_metrics, weights_fingerprint
+from .intervals import mean_with_interval
 from .loading import BA_OFF, as_model, ba_variant, load_processor, resolve_dtype
 from .metrics import binary_iou
 from .segment import overlay_masks, segment_image
@@ -218,7 +218,7 @@ def run_study(
 
 def paired_difference(summary: dict, variant: str, baseline: str, size: int, confidence: float = 0.95) -> dict:
     """Mean per-sample IoU difference `variant - baseline` at `size` over the samples both evaluated, with its
-    percentile bootstrap interval ([`basam_hf.assessment.mean_with_interval`]): `{"mean", "low", "high", "n"}`. A
+    percentile bootstrap interval ([`basam_hf.intervals.mean_with_interval`]): `{"mean", "low", "high", "n"}`. A
     gain or loss is called only where the interval excludes 0."""
     found = {(r["model"], r["size"]): r.get("per_sample") for r in summary["results"]}
     first, second = found.get((variant, size)), found.get((baseline, size))
