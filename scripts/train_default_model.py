@@ -85,8 +85,13 @@ better; each stage below fine-tunes at the next size, with fewer, costlier steps
   the gap.
 
 Issue 15 (a model for real photos and clicks, trained as shipped) starts a second recipe, in stages of at most about
-two hours, each committed under `training/default-model/stage-N/` (weights, config, processor, `trainer_state.json`,
-the stage's `metrics.jsonl`; `--export-state`), so a later stage continues on any machine with `--init-from`:
+two hours, each exported as a state (weights, config, processor, `trainer_state.json`, the stage's `metrics.jsonl`;
+`--export-state`), so a later stage continues on any machine with `--init-from`. Stages 7 to 10 were committed under
+`training/default-model/stage-N/`; issue 28 removed stages 7, 8 and 10 from the tree (superseded: stage 9 is the
+installed default) and they remain in git history (`git checkout db98b14 -- training/default-model/stage-10`). A
+future stage is stored as a tagged revision of a Hub model repo, not in git: `hf upload OWNER/REPO STATE_DIR .` then
+`hf repos tag create OWNER/REPO stage-N`, and the next stage starts from `hf download OWNER/REPO --revision stage-N
+--local-dir DIR` (docs/training-states.md):
 - data (`--data mixed`, made when read, nothing stored): 16,000 photo composites (`basam_hf.composites`: objects cut
   from photos that ship inside scikit-image, scikit-learn and matplotlib, pasted on other photos, with grayscale, low
   contrast, blur, noise, JPEG and resolution losses; sources and licenses in `basam_hf.composites.PHOTOS`; validation
