@@ -46,7 +46,7 @@ def run(args) -> dict:
     import torch
 
     from basam_hf.data import mask_box
-    from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.loading import load_model, load_processor
     from basam_hf.metrics import binary_iou
     from basam_hf.segment import segment_image
     from basam_hf.study import HELD_OUT_SEED

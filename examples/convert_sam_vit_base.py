@@ -17,7 +17,7 @@ from _offline import add_source_argument
 from transformers import AutoModelForMaskGeneration, AutoProcessor, SamModel
 
 from basam_hf.conversion import convert_sam_to_basam
-from basam_hf.evaluation import BA_OFF
+from basam_hf.loading import BA_OFF
 from basam_hf.synthetic import render_sample
 
 

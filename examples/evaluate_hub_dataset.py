@@ -20,7 +20,8 @@ import sys
 
 from _offline import add_source_argument
 
-from basam_hf.evaluation import evaluate, make_accelerator, markdown_table
+from basam_hf.evaluation import evaluate, markdown_table
+from basam_hf.runtime import make_accelerator
 
 
 def build_parser() -> argparse.ArgumentParser:

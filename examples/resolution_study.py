@@ -27,7 +27,7 @@ from pathlib import Path
 from basam_hf.assessment import mean_with_interval
 from basam_hf.composites import composite_segmentation_dataset
 from basam_hf.configuration_basam import BA_DEFAULTS
-from basam_hf.evaluation import BA_OFF, ba_variant, load_model
+from basam_hf.loading import BA_OFF, ba_variant, load_model
 from basam_hf.study import (
     HELD_OUT_SEED,
     _rendered,

@@ -81,12 +81,11 @@ def assess(args: argparse.Namespace) -> dict:
     from basam_hf.assessment import automatic_mask_recall, predicted_vs_actual_iou, prompt_scores
     from basam_hf.composites import compose, composite_seeds
     from basam_hf.configuration_basam import MASK_GENERATION_THRESHOLDS
-    from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.loading import load_model_and_processor
     from basam_hf.segment import mask_generation_kwargs
     from basam_hf.study import shared_image_embeddings
 
-    model = load_model(args.model)
-    processor = load_processor(args.model, model)
+    model, processor, _ = load_model_and_processor(args.model)
     size = args.size or model.config.vision_config.image_size
     sets = held_out_sets(args.samples, size)
     start = time.perf_counter()
@@ -121,10 +120,9 @@ def sweep(args: argparse.Namespace) -> dict:
     """Automatic-mask recall at each `SWEEP` pair on `--scenes` validation composites, and the pair to recommend."""
     from basam_hf.assessment import sweep_mask_generation_thresholds
     from basam_hf.composites import compose, composite_seeds
-    from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.loading import load_model_and_processor
 
-    model = load_model(args.model)
-    processor = load_processor(args.model, model)
+    model, processor, _ = load_model_and_processor(args.model)
     scenes = [compose(seed, "val") for seed in composite_seeds(args.scenes, VAL_SEED)]
     candidates = [{"pred_iou_thresh": iou, "stability_score_thresh": stability} for iou, stability in SWEEP]
     size = {"size": args.size} if args.size else {}

@@ -4,15 +4,18 @@ headless Chromium, draw a box (or click a point), press Run and save the page on
     python scripts/demo_screenshot.py --model default --box 60 40 270 250 --output docs/demo.png
 
 Needs what the demo's browser test needs: `pip install -e ".[dev]"` and Debian's `chromium` + `chromium-driver`
-(`bash scripts/install_browser.sh`); `CHROMIUM_BINARY` and `CHROMEDRIVER` point elsewhere (`scripts/demo_browser.py`).
+(`bash scripts/install_browser.sh`); `CHROMIUM_BINARY` and `CHROMEDRIVER` point elsewhere (`tests/demo_browser.py`).
 """
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from demo_browser import chrome, click_pixel, start_demo, stop, wait_for_demo
+# The browser helpers live with the demo's browser test, which uses them too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from demo_browser import chrome, click_pixel, start_demo, stop, wait_for_demo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -85,8 +85,13 @@ better; each stage below fine-tunes at the next size, with fewer, costlier steps
   the gap.
 
 Issue 15 (a model for real photos and clicks, trained as shipped) starts a second recipe, in stages of at most about
-two hours, each committed under `training/default-model/stage-N/` (weights, config, processor, `trainer_state.json`,
-the stage's `metrics.jsonl`; `--export-state`), so a later stage continues on any machine with `--init-from`:
+two hours, each exported as a state (weights, config, processor, `trainer_state.json`, the stage's `metrics.jsonl`;
+`--export-state`), so a later stage continues on any machine with `--init-from`. Stages 7 to 10 were committed under
+`training/default-model/stage-N/`; issue 28 removed stages 7, 8 and 10 from the tree (superseded: stage 9 is the
+installed default) and they remain in git history (`git checkout db98b14 -- training/default-model/stage-10`). A
+future stage is stored as a tagged revision of a Hub model repo, not in git: `hf upload OWNER/REPO STATE_DIR .` then
+`hf repos tag create OWNER/REPO stage-N`, and the next stage starts from `hf download OWNER/REPO --revision stage-N
+--local-dir DIR` (docs/training-states.md):
 - data (`--data mixed`, made when read, nothing stored): 16,000 photo composites (`basam_hf.composites`: objects cut
   from photos that ship inside scikit-image, scikit-learn and matplotlib, pasted on other photos, with grayscale, low
   contrast, blur, noise, JPEG and resolution losses; sources and licenses in `basam_hf.composites.PHOTOS`; validation
@@ -611,17 +616,16 @@ def install_default(folder: Path, target: Path, ba_settings: dict, mask_generati
     """Replace the model in `target` with `folder`'s weights and processor, under `ba_settings` and with the
     recommended automatic-mask thresholds `mask_generation` (`BaSamConfig.mask_generation`; `None` keeps the
     folder's), saved with the code files, so it loads like any BA-SAM folder."""
-    from basam_hf import BaSamModel, save_pretrained_with_processor
+    from basam_hf import save_pretrained_with_processor
     from basam_hf.configuration_basam import check_mask_generation
-    from basam_hf.evaluation import ba_variant, load_processor
+    from basam_hf.loading import load_model_and_processor
 
     if not (folder / "config.json").is_file():
         raise SystemExit(f"{folder} is not a saved model folder.")
-    model = ba_variant(BaSamModel.from_pretrained(folder), **ba_settings)
+    model, processor, _ = load_model_and_processor(folder, ba_settings=ba_settings)
     if mask_generation:
         check_mask_generation(mask_generation)
         model.config.mask_generation = mask_generation
-    processor = load_processor(str(folder), model)
     shutil.rmtree(target, ignore_errors=True)
     save_pretrained_with_processor(model, str(target), processor=processor)
     link_package_code(target)
@@ -635,7 +639,7 @@ def export_state(checkpoint: Path, target: Path) -> None:
     from safetensors.torch import load_file
 
     from basam_hf import BaSamModel, save_pretrained_with_processor
-    from basam_hf.evaluation import load_processor
+    from basam_hf.loading import load_processor
     from basam_hf.training import BEST_DIR, LOGS_DIR, METRICS_LOG
 
     run = checkpoint.parents[1]
@@ -677,10 +681,10 @@ def main(argv=None) -> int:
     model = None
     if args.init_from and not args.skip_training:
         from basam_hf.conversion import deepen_encoder, rebase_image_size
-        from basam_hf.evaluation import ba_variant, load_model
+        from basam_hf.loading import load_model_and_processor
 
         # Trained with BA as asked (by default off: plain SAM, like a fresh model), whatever the saved model had.
-        model = ba_variant(load_model(args.init_from), **training_ba(args))
+        model = load_model_and_processor(args.init_from, ba_settings=training_ba(args)).model
         args.image_size = args.image_size or model.config.vision_config.image_size
         if args.image_size != model.config.vision_config.image_size:
             model = rebase_image_size(model, args.image_size)
@@ -704,7 +708,7 @@ def main(argv=None) -> int:
         if model is None:
             model = init_model(build_config(args), args.seed)
             if args.ba_defaults:
-                from basam_hf.evaluation import ba_variant
+                from basam_hf.loading import ba_variant
 
                 model = ba_variant(model, **training_ba(args))
         parameters = sum(p.numel() for p in model.parameters())

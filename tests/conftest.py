@@ -8,11 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from demo_browser import free_port  # the demo's browser helpers, shared with scripts/demo_screenshot.py
 from PIL import Image
-
-# scripts/demo_browser.py (the demo's browser helpers) is shared with scripts/demo_screenshot.py.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from demo_browser import free_port  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download during tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

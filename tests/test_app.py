@@ -18,7 +18,7 @@ from PIL import Image
 from basam_hf import app
 from basam_hf.app import BOX, NEGATIVE, POSITIVE, DemoModels, SizeRange, add_click, empty_prompts, predict, undo_click
 from basam_hf.cli import main
-from basam_hf.evaluation import load_model, load_processor
+from basam_hf.loading import load_model, load_processor
 from basam_hf.metrics import binary_iou
 from basam_hf.segment import segment_image
 

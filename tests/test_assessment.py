@@ -15,7 +15,8 @@ from basam_hf.assessment import (
     prompt_scores,
     sweep_mask_generation_thresholds,
 )
-from basam_hf.evaluation import evaluate, load_model, load_processor
+from basam_hf.evaluation import evaluate
+from basam_hf.loading import load_model, load_processor
 from basam_hf.synthetic import synthetic_segmentation_dataset
 
 

@@ -184,20 +184,6 @@ def test_package_attributes_stay_available():
         basam_hf.NoSuchThing  # noqa: B018
 
 
-def test_copied_choices_equal_the_package_ones():
-    """The parser keeps its own copies (importing the package's would import torch); they must not drift."""
-    from basam_hf.app import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS
-    from basam_hf.configuration_basam import BA_CHOICES, BA_FIELDS, MASK_GENERATION_THRESHOLDS
-    from basam_hf.losses import LOSSES
-    from basam_hf.training import TRAIN_MODES
-
-    assert cli.BA_CHOICES == BA_CHOICES
-    assert set(cli.BA_OPTION_NAMES) <= set(BA_FIELDS)
-    assert cli.TRAIN_MODES == TRAIN_MODES and cli.LOSS_NAMES == tuple(LOSSES)
-    assert cli.MASK_GENERATION_THRESHOLDS == MASK_GENERATION_THRESHOLDS
-    assert (cli.DEMO_MAX_PIXELS, cli.DEMO_MAX_FILE_SIZE) == (DEFAULT_MAX_PIXELS, DEFAULT_MAX_FILE_SIZE)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Missing paths, an unreachable Hub, a failed push: one line each
 
@@ -376,7 +362,7 @@ def test_prompts_that_cannot_mean_anything_are_refused():
 
 
 def test_segment_image_clips_with_a_warning_and_refuses_empty_boxes(model_dir):
-    from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.loading import load_model, load_processor
     from basam_hf.segment import segment_image
 
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 90, 3), dtype=np.uint8))
@@ -497,7 +483,7 @@ def test_every_model_command_takes_the_ba_options(command):
 
 def test_segment_with_ba_off_equals_the_ba_off_model(model_dir, image_path, tmp_path, monkeypatch):
     import basam_hf.segment
-    from basam_hf.evaluation import ba_variant, load_model, load_processor
+    from basam_hf.loading import ba_variant, load_model, load_processor
 
     segment_image, used = basam_hf.segment.segment_image, []
 
@@ -581,7 +567,7 @@ def test_size_help_says_what_a_size_off_the_patch_grid_does(capsys):
 
 def test_a_size_off_the_patch_grid_runs_padded_up(model_dir, image_path, tmp_path):
     """As --help says: the model runs at the size rounded up to whole patches (patch 8 here: 100 -> 104)."""
-    from basam_hf.evaluation import load_model, load_processor
+    from basam_hf.loading import load_model, load_processor
 
     model = load_model(model_dir)
     inputs = load_processor(model_dir, model)(images=Image.open(image_path), size=100, return_tensors="pt")

@@ -118,7 +118,7 @@ def test_processor_of_a_rebased_model_follows_its_size_and_keeps_the_normalisati
     """load_processor on a model rebased to another size: the saved processor's input size would feed the model
     images of its old size, so only its normalisation is kept."""
     from basam_hf import save_pretrained_with_processor
-    from basam_hf.evaluation import load_processor
+    from basam_hf.loading import load_processor
     from basam_hf.processing_basam import processor_for_model
 
     model = BaSamModel(BaSamConfig(**tiny_config_kwargs()))

@@ -12,7 +12,7 @@ from conftest import BA_OFF, save_tiny_model
 from basam_hf import BaSamModel, cli, study
 from basam_hf.configuration_basam import BA_DEFAULTS
 from basam_hf.conversion import rebase_image_size
-from basam_hf.evaluation import load_model, load_processor
+from basam_hf.loading import load_model, load_processor
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "src" / "basam_hf" / "default"

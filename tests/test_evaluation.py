@@ -14,7 +14,8 @@ from basam_hf import BaSamConfig, BaSamModel
 from basam_hf.cli import main
 from basam_hf.conversion import is_ba_parameter
 from basam_hf.data import load_segmentation_dataset, mask_box
-from basam_hf.evaluation import evaluate, official_click, read_records, sam_variant
+from basam_hf.evaluation import evaluate, official_click, read_records
+from basam_hf.loading import sam_variant
 
 NUM_SAMPLES = 5  # odd: with 2 processes and batches of 2 the last batches are padded with duplicates
 

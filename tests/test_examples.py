@@ -25,8 +25,9 @@ from test_hub import FakeHfApi
 from transformers import SamConfig, SamModel
 
 import basam_hf.hub
-from basam_hf.evaluation import evaluate, load_model, load_processor
+from basam_hf.evaluation import evaluate
 from basam_hf.hub import DEFAULT_MODEL_DIR, files_to_upload
+from basam_hf.loading import load_model, load_processor
 from basam_hf.segment import generate_masks, overlay_masks, segment_image
 from basam_hf.synthetic import make_synthetic_dataset, render_sample, save_synthetic_dataset
 

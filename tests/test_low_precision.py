@@ -17,7 +17,8 @@ from basam_hf import BaSamConfig, BaSamModel, BaSamVisionConfig, app, study
 from basam_hf.bias import alibi_slopes, axis_distances, distance_units, euclidean_bias, manhattan_bias_terms
 from basam_hf.cli import main
 from basam_hf.data import mask_box
-from basam_hf.evaluation import DTYPES, evaluate, load_model, load_processor, resolve_dtype
+from basam_hf.evaluation import evaluate
+from basam_hf.loading import DTYPES, load_model, load_processor, resolve_dtype
 from basam_hf.metrics import binary_iou
 from basam_hf.modeling_basam import BaSamVisionAttention
 from basam_hf.segment import float32_outputs, generate_masks, segment_image

@@ -10,7 +10,7 @@ from PIL import Image
 
 from basam_hf.cli import main
 from basam_hf.configuration_basam import MASK_GENERATION_THRESHOLDS
-from basam_hf.evaluation import load_model, load_processor
+from basam_hf.loading import load_model, load_processor
 from basam_hf.segment import generate_masks, mask_generation_kwargs, overlay_masks, segment_image
 
 pytestmark = pytest.mark.usefixtures("single_thread")

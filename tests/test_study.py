@@ -10,7 +10,7 @@ from conftest import BA_OFF, randomize_, save_tiny_model, tiny_config_kwargs
 from transformers import SamConfig, SamModel
 
 from basam_hf import BaSamConfig, BaSamModel, cli, study
-from basam_hf.evaluation import ba_variant
+from basam_hf.loading import ba_variant
 from basam_hf.synthetic import make_synthetic_dataset, synthetic_segmentation_dataset
 
 BA_ON = {"bias_mode": "distance", "attention_scaling": "log_length"}

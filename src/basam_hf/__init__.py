@@ -71,7 +71,6 @@ __all__ = [
     "BaSamVisionConfig",
     "BaSamVisionEncoder",
     "BaSamVisionSdpaAttention",
-    "BaSamVisionSdpaAttention",
     "processor_for_model",
     "save_pretrained_with_processor",
     "__version__",

@@ -28,6 +28,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from .constants import BA_OFF
+from .constants import DEMO_MAX_FILE_SIZE as DEFAULT_MAX_FILE_SIZE
+from .constants import DEMO_MAX_PIXELS as DEFAULT_MAX_PIXELS
+
 logger = logging.getLogger(__name__)
 
 POSITIVE = "object point (+)"
@@ -36,9 +40,6 @@ BOX = "box (click two corners)"
 PROMPT_MODES = (POSITIVE, NEGATIVE, BOX)
 # The page starts in box mode: the embedded default model's boxes beat its single clicks (README).
 DEFAULT_PROMPT_MODE = BOX
-# Larger uploads are refused before they are decoded: the masks come back at the original size, 3 per variant.
-DEFAULT_MAX_PIXELS = 4096 * 4096
-DEFAULT_MAX_FILE_SIZE = "50mb"
 # Bundled samples: (seed, (height, width)) of `basam_hf.synthetic.render_sample`, rendered at start-up (deterministic).
 SAMPLE_SCENES = ((1, (320, 320)), (3, (256, 384)), (4, (384, 288)))
 # Real photos among the samples when the package that ships them is installed (scikit-image, in the `train` / `dev`
@@ -251,14 +252,13 @@ class DemoModels:
     ):
         """`ba_settings` (BA fields, e.g. `{"bias_mode": "none"}`) replace the model's own: the page starts from them
         (`basam-hf demo --bias-mode ...`). `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or `"float16"` for
-        the model and its variants (see [`basam_hf.evaluation.load_model`]); default the saved dtype."""
-        from .evaluation import ba_variant, load_model, load_processor
+        the model and its variants (see [`basam_hf.loading.load_model_and_processor`]); default the saved dtype."""
+        from .loading import load_model_and_processor
 
         self.name = str(name)
-        self.model = load_model(name, dtype=dtype, torch_dtype=torch_dtype)
-        if ba_settings:
-            self.model = ba_variant(self.model, **ba_settings)
-        self.processor = load_processor(name, self.model)
+        self.model, self.processor, _ = load_model_and_processor(
+            name, ba_settings=ba_settings, dtype=dtype, torch_dtype=torch_dtype
+        )
         self.vision_config = self.model.config.vision_config
         self.max_variants = max_variants
         self._variants: OrderedDict[tuple, Any] = OrderedDict()
@@ -285,8 +285,6 @@ class DemoModels:
     def warm_up(self, size: int) -> None:
         """One small prediction with the model and with its BA-off copy, so that the first Run's times measure the
         models rather than one-off start-up costs (and the BA-off copy is loaded before anyone waits for it)."""
-        from .evaluation import BA_OFF
-
         image = Image.new("RGB", (size, size), (128, 128, 128))
         prompts = add_click(empty_prompts(), size // 2, size // 2, POSITIVE)
         for model in (self.model, self.variant(**BA_OFF)):
@@ -306,7 +304,7 @@ class DemoModels:
             if key in self._variants:
                 self._variants.move_to_end(key)
                 return self._variants[key]
-            from .evaluation import ba_variant
+            from .loading import ba_variant
 
             variant = ba_variant(self.model, **overrides)
             self._variants[key] = variant
@@ -364,8 +362,6 @@ def predict(
     progress: Callable[[float, str], None] | None = None,
 ) -> Prediction:
     """BA-SAM (the model with `settings`, default its own) and the same weights with BA off, on one prompt."""
-    from .evaluation import BA_OFF
-
     progress = progress or (lambda fraction, message: None)
     settings = {**models.settings, **{k: v for k, v in (settings or {}).items() if v is not None}}
     if not has_prompt(prompts):
@@ -686,12 +682,10 @@ def _fresh_run_dir(root: Path, keep_seconds: float = 3600) -> Path:
 # basam-hf demo
 
 
-def run_demo_command(args: argparse.Namespace) -> int:
-    """`basam-hf demo` (its arguments: [`basam_hf.cli.add_demo_command`]): build the page and serve it until
-    interrupted. A model that cannot be loaded or bad sizes raise (`OSError`, `ValueError`): `basam_hf.cli.main`
-    prints them in one line."""
-    from .cli import ba_settings_from_args
-
+def run_demo_command(args: argparse.Namespace, ba_settings: Mapping[str, Any] | None = None) -> int:
+    """`basam-hf demo` (its arguments: [`basam_hf.cli.add_demo_command`]; `ba_settings`: the BA options given, which
+    the command line reads from `args`): build the page and serve it until interrupted. A model that cannot be loaded
+    or bad sizes raise (`OSError`, `ValueError`): `basam_hf.cli.main` prints them in one line."""
     try:
         _import_gradio()
     except ImportError as error:
@@ -703,7 +697,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         max_size=args.max_size,
         size=args.size,
         max_pixels=args.max_pixels,
-        ba_settings=ba_settings_from_args(args),
+        ba_settings=ba_settings,
         dtype=getattr(args, "dtype", None),
     )
     print(f"Starting the BA-SAM demo of {args.model} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
@@ -726,6 +720,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 __all__ = [
     "BOX",
+    "DEFAULT_MAX_FILE_SIZE",
+    "DEFAULT_MAX_PIXELS",
     "NEGATIVE",
     "POSITIVE",
     "DemoModels",

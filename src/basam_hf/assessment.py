@@ -7,8 +7,11 @@ import numpy as np
 import torch
 
 from .data import SINGLE_CLICK_PROMPTS, SegmentationDataset, mask_box, prompts_from_mask, sample_rng
+from .evaluation import evaluate
+from .intervals import bootstrap_interval, mean_with_interval
 from .metrics import binary_iou
-from .segment import model_inputs
+from .segment import generate_masks, model_inputs
+from .study import shared_image_embeddings
 
 
 def inscribed_ellipse(box: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
@@ -29,27 +32,6 @@ def ellipse_baseline(dataset: SegmentationDataset, indices: Iterable[int] | None
     return np.asarray(ious)
 
 
-def bootstrap_interval(
-    values: Sequence[float], confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (e.g. paired per-sample differences)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("No values to bootstrap.")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, (resamples, values.size))].mean(axis=1)
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def mean_with_interval(values: Sequence[float], confidence: float = 0.95) -> dict:
-    """`{"mean", "low", "high", "n"}`: the mean of per-sample `values` (e.g. paired differences) with its percentile
-    bootstrap interval."""
-    low, high = bootstrap_interval(values, confidence)
-    return {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(values)}
-
-
 def matched_objects(predicted: np.ndarray, objects: Sequence[np.ndarray], threshold: float = 0.5) -> list[float]:
     """For each ground-truth object, the best IoU of any predicted mask `(n, H, W)`; an object counts as found when
     it reaches `threshold`."""
@@ -64,8 +46,6 @@ def automatic_mask_recall(model, processor, scenes: Iterable[dict], threshold: f
     """Automatic mask generation ([`basam_hf.segment.generate_masks`], pipeline defaults unless `generate_kwargs`
     says otherwise) on scenes `{"image", "masks"}`: the share of objects found (best IoU >= `threshold`), the mean
     best IoU and the number of masks per image."""
-    from .segment import generate_masks
-
     best, counts = [], []
     for scene in scenes:
         masks, _ = generate_masks(model, processor, scene["image"], **generate_kwargs)
@@ -112,9 +92,6 @@ def prompt_scores(
     ellipse": ..., "per_sample": {"ids": [...], prompt: [IoU, ...]}}}`, each summary `{"mean", "low", "high", "n"}`
     (`per_sample` allows paired comparisons of two models). Prompts on the same images share one encoder pass; a
     skipped sample (no usable prompt) counts as IoU 0, so every prompt is scored on every sample."""
-    from .evaluation import evaluate
-    from .study import shared_image_embeddings
-
     report = {}
     for name, dataset in datasets.items():
         ids = list(dataset.ids)

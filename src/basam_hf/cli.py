@@ -17,24 +17,19 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .constants import (
+    BA_CHOICES,
+    DEMO_MAX_FILE_SIZE,
+    DEMO_MAX_PIXELS,
+    DTYPE_NAMES,
+    LOSSES,
+    MASK_GENERATION_THRESHOLDS,
+    MIXED_PRECISION,
+    TRAIN_MODES,
+)
 
-# Copies of the package's choices, so that building the parser imports neither transformers nor torch;
-# tests/test_cli.py checks that they equal `configuration_basam.BA_CHOICES`, `training.TRAIN_MODES`,
-# `losses.LOSSES`, `configuration_basam.MASK_GENERATION_THRESHOLDS` and the demo's defaults.
-BA_CHOICES: dict[str, tuple[str, ...]] = {
-    "attention_scaling": ("none", "log_length", "official"),
-    "bias_mode": ("none", "distance", "coefficient"),
-    "bias_distance": ("manhattan", "euclidean"),
-    "distance_unit": ("token", "pretrain_grid"),
-    "bias_layers": ("global", "all"),
-}
 # The BA fields that have a command-line option (`--bias-mode`, ...).
 BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coefficient_init")
-TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
-LOSS_NAMES = ("bce-dice", "bce", "dice")
-MASK_GENERATION_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
-DEMO_MAX_PIXELS = 4096 * 4096
-DEMO_MAX_FILE_SIZE = "50mb"
 
 # What --size means for the commands that take one (the processor pads its input up to whole patches).
 SIZE_ROUNDING = (
@@ -74,22 +69,18 @@ def ba_settings_from_args(args: argparse.Namespace) -> dict:
 
 
 def load_model_from_args(args: argparse.Namespace):
-    """The model of `--model` under the BA options given (same weights, [`basam_hf.evaluation.ba_variant`]), still
-    named `args.model` (for its processor and the reports)."""
-    from .evaluation import ba_variant, load_model
+    """The model of `--model` and its processor (a [`basam_hf.loading.LoadedModel`]), the BA options applied while
+    loading; with BA options the model is still named `args.model` (for the reports)."""
+    from .loading import load_model_and_processor
 
-    model = load_model(args.model, dtype=getattr(args, "dtype", None))
     settings = ba_settings_from_args(args)
-    if settings:
-        model = ba_variant(model, **settings)
-        model.name_or_path = str(args.model)
-    return model
+    return load_model_and_processor(args.model, ba_settings=settings, dtype=getattr(args, "dtype", None))
 
 
 def _model_with_settings(args: argparse.Namespace):
     """For the API functions that take a name or a model: `args.model` itself without BA options (reports name it
     as given), else [`load_model_from_args`]."""
-    return load_model_from_args(args) if ba_settings_from_args(args) else args.model
+    return load_model_from_args(args).model if ba_settings_from_args(args) else args.model
 
 
 def _check_output_folder(path: str | os.PathLike, overwrite: bool) -> None:
@@ -154,12 +145,18 @@ def describe_error(error: BaseException, hub_ids: list[str] = ()) -> str | None:
     """The one-line message of an expected failure, or `None` for an unexpected one (a bug: keep the traceback)."""
     if isinstance(error, PathNotFoundError):
         return str(error)
+    # huggingface_hub's error classes: imported only after a failure, so that --help stays fast.
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
+
     from .hub import connection_failure_reason, error_chain, hub_offline, is_connection_error, one_line
 
     chain = error_chain(error)
-    names = {type(item).__name__ for item in chain}
     what = " / ".join(hub_ids)
-    not_cached = "LocalEntryNotFoundError" in names or "OfflineModeIsEnabled" in names
+
+    def caused_by(*classes: type[BaseException]) -> bool:
+        return any(isinstance(item, classes) for item in chain)
+
+    not_cached = caused_by(LocalEntryNotFoundError, OfflineModeIsEnabled)
     if hub_ids and (not_cached or is_connection_error(error)) and hub_offline():
         return (
             f"{what} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so the Hub was not asked; "
@@ -172,7 +169,7 @@ def describe_error(error: BaseException, hub_ids: list[str] = ()) -> str | None:
         )
     if is_connection_error(error) and type(error).__module__ != "builtins":  # builtins: a message of basam_hf's
         return f"cannot reach the Hugging Face Hub ({connection_failure_reason(error)}); check the network"
-    if names & {"RepositoryNotFoundError", "GatedRepoError"}:
+    if caused_by(RepositoryNotFoundError):  # GatedRepoError included: it derives from RepositoryNotFoundError
         return (
             f"no such file or folder, and no Hub repo {what or 'of that name'} that this account may read "
             "(private or gated repos: log in with `hf auth login`)"
@@ -269,7 +266,8 @@ def _dataset_argument(args: argparse.Namespace):
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate, make_accelerator, markdown_table
+    from .evaluation import evaluate, markdown_table
+    from .runtime import make_accelerator
 
     accelerator = make_accelerator(cpu=args.cpu)
     summary = evaluate(
@@ -486,7 +484,7 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
     finetune.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
     finetune.add_argument("--train", choices=TRAIN_MODES, default="all", help="what is trained (default: %(default)s)")
-    finetune.add_argument("--loss", choices=LOSS_NAMES, default="bce-dice")
+    finetune.add_argument("--loss", choices=tuple(LOSSES), default="bce-dice")
     finetune.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
     finetune.add_argument("--weight-decay", type=float, default=0.0)
     finetune.add_argument("--lr-step-epochs", type=int, default=10, help="StepLR period in epochs (default: 10)")
@@ -494,7 +492,7 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping (default: off)")
     finetune.add_argument("--batch-size", type=int, default=2, help="images per process and micro-batch")
     finetune.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    finetune.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    finetune.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="no")
     finetune.add_argument("--epochs", type=int, default=50)
     finetune.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
     finetune.add_argument("--seed", type=int, default=0)
@@ -562,7 +560,6 @@ def _segment(args: argparse.Namespace) -> int:
         raise ValueError("give --box, --point or --automatic")
     from PIL import Image
 
-    from .evaluation import load_processor
     from .segment import check_prompts, generate_masks, save_masks, segment_image
 
     image = Image.open(args.image)
@@ -575,8 +572,7 @@ def _segment(args: argparse.Namespace) -> int:
         boxes, points, notes = check_prompts(image.width, image.height, boxes=args.box, points=points or None)
         for note in notes:
             print(f"basam-hf segment: note: {note}", file=sys.stderr)
-    model = load_model_from_args(args)
-    processor = load_processor(args.model, model)
+    model, processor, _ = load_model_from_args(args)
     if args.automatic:
         masks, scores = generate_masks(
             model,
@@ -632,9 +628,9 @@ def add_segment_command(commands) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .app import run_demo_command
+    from .app import run_demo_command  # numpy, PIL and gradio: only when the demo runs
 
-    return run_demo_command(args)
+    return run_demo_command(args, ba_settings=ba_settings_from_args(args))
 
 
 def add_demo_command(commands) -> None:
@@ -778,7 +774,7 @@ def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     """`--dtype {float32,bfloat16,float16}`: the floating-point type of the weights and of the computation."""
     parser.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
+        choices=DTYPE_NAMES,
         default=None,
         help="floating-point type of the weights and the computation (default: the model's own, float32 for the "
         "embedded model). On a CPU, bfloat16 / float16 can be faster only with native support (AVX-512 BF16 / FP16, "

@@ -9,14 +9,8 @@ from transformers.models.sam.configuration_sam import (
     SamVisionConfig,
 )
 
-# Allowed values of the BA-SAM string fields; the single source for validation and documentation.
-BA_CHOICES: dict[str, tuple[str, ...]] = {
-    "attention_scaling": ("none", "log_length", "official"),
-    "bias_mode": ("none", "distance", "coefficient"),
-    "bias_distance": ("manhattan", "euclidean"),
-    "distance_unit": ("token", "pretrain_grid"),
-    "bias_layers": ("global", "all"),
-}
+from .constants import BA_CHOICES, BA_FIELDS, MASK_GENERATION_THRESHOLDS
+
 # Written into every saved config, so the remote code loads through all three Auto classes (transformers'
 # `register_for_auto_class` keeps one class per object, which would leave out AutoModel).
 AUTO_MAP = {
@@ -24,21 +18,6 @@ AUTO_MAP = {
     "AutoModel": "modeling_basam.BaSamModel",
     "AutoModelForMaskGeneration": "modeling_basam.BaSamModel",
 }
-# Automatic-mask-generation thresholds a config may recommend (`BaSamConfig.mask_generation`), with transformers'
-# mask-generation pipeline defaults (`MaskGenerationPipeline._forward`).
-MASK_GENERATION_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
-BA_FIELDS = (
-    "attention_scaling",
-    "bias_mode",
-    "bias_distance",
-    "distance_unit",
-    "bias_slope_scale",
-    "learnable_slopes",
-    "bias_layers",
-    "coefficient_init",
-    "pretrain_image_size",
-    "attention_memory_budget_mb",
-)
 
 
 # Not re-decorated with @strict: BA fields are validated by `validate_ba`, which raises `ValueError` (strict's type

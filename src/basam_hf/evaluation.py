@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .configuration_basam import BA_FIELDS
+from . import __version__, loading, runtime
+from .constants import BA_FIELDS
 from .data import (
     SINGLE_CLICK_PROMPTS,
     SampleError,
@@ -49,7 +51,7 @@ from .data import (
     prompts_from_mask,
     sample_rng,
 )
-from .hub import resolve_model
+from .loading import load_model_and_processor
 from .metrics import (
     LOWER_IS_BETTER,
     OFFICIAL_METRICS,
@@ -58,6 +60,7 @@ from .metrics import (
     official_metrics,
     segmentation_metrics,
 )
+from .segment import model_inputs
 
 PROTOCOLS = ("standard", "official")
 OFFICIAL_OUT_SIZE = 256
@@ -67,77 +70,10 @@ SUMMARY_FILE = "summary.json"
 TABLE_FILE = "summary.md"
 PLOT_FILE = "metrics_vs_size.png"
 VARIANT_LABELS = {"ba": "BA-SAM", "sam": "SAM (same weights, BA off)"}
-BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Models
-
-
-def make_accelerator(cpu: bool = False, **kwargs):
-    """An `Accelerator` (`kwargs` passed on), on CPU when asked or when the processes were started by a distributed launcher (torchrun,
-    `accelerate launch --multi_gpu`) on a machine without an accelerator device: accelerate only sets up multi-process
-    CPU (gloo) when told `cpu=True`, and would otherwise run each process alone on the whole dataset."""
-    from accelerate import Accelerator
-
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    return Accelerator(cpu=cpu or (launched and not has_device), **kwargs)
-
-
-def progress_bar(accelerator, iterable=None, **kwargs):
-    """A tqdm bar on the local main process only. `disable` is passed only to silence the other processes: an
-    explicit value would override the `TQDM_*` environment variables (e.g. `TQDM_DISABLE=1`) on the main one."""
-    from tqdm.auto import tqdm
-
-    if not accelerator.is_local_main_process:
-        kwargs["disable"] = True
-    return tqdm(iterable, **kwargs)
-
-
-# Floating-point types a model can run in (`dtype=` in the Python API, `--dtype` on the command line).
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _as_dtype(value) -> torch.dtype:
-    if isinstance(value, torch.dtype) and value in DTYPES.values():
-        return value
-    if isinstance(value, str) and value.removeprefix("torch.") in DTYPES:
-        return DTYPES[value.removeprefix("torch.")]
-    raise ValueError(f"Unsupported dtype {value!r}; use one of {', '.join(DTYPES)}.")
-
-
-def resolve_dtype(dtype=None, torch_dtype=None) -> torch.dtype | None:
-    """The `torch.dtype` asked for by a `dtype` argument or its alias `torch_dtype` (transformers' name before
-    version 5): a name of [`DTYPES`] (`"bfloat16"`, `"torch.bfloat16"`) or the `torch.dtype` itself. `None` when
-    neither is given: the model keeps its own dtype (a saved model loads in the dtype it was saved in, float32 for
-    the embedded default model). Giving both, with different values, is an error."""
-    if dtype is not None and torch_dtype is not None and _as_dtype(dtype) != _as_dtype(torch_dtype):
-        raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; give only one of them.")
-    value = dtype if dtype is not None else torch_dtype
-    return None if value is None else _as_dtype(value)
-
-
-def load_model(name: str | os.PathLike, *, dtype=None, torch_dtype=None):
-    """A `BaSamModel` in eval mode from a repo id, a folder, or `default` (see [`basam_hf.hub.resolve_model`]).
-
-    `dtype` (or its alias `torch_dtype`): `"float32"`, `"bfloat16"` or `"float16"` (or the `torch.dtype`) for the
-    weights and the computation (see [`resolve_dtype`]); default the saved dtype. The functions that take a model
-    name ([`evaluate`], [`basam_hf.study.compare`], [`basam_hf.app.build_demo`], ...) pass theirs on to here."""
-    from .modeling_basam import BaSamModel
-
-    dtype = resolve_dtype(dtype, torch_dtype)
-    kwargs = {} if dtype is None else {"dtype": dtype}
-    return BaSamModel.from_pretrained(resolve_model(name), **kwargs).eval()
-
-
-def as_model(model, *, dtype=None, torch_dtype=None):
-    """`model` itself if it is a model, else [`load_model`]`(model)`; in `dtype` when one is given (a model object
-    is converted in place, as `nn.Module.to` does)."""
-    dtype = resolve_dtype(dtype, torch_dtype)
-    if isinstance(model, (str, os.PathLike)):
-        return load_model(model, dtype=dtype)
-    return model.to(dtype) if dtype is not None and model.dtype != dtype else model
 
 
 def dtype_name(model) -> str:
@@ -156,61 +92,6 @@ def weights_fingerprint(model: torch.nn.Module, samples_per_tensor: int = 1024) 
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(flat[::step].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def ba_variant(model, **ba_settings):
-    """The same weights under other BA settings (vision-config fields, e.g. `bias_mode="coefficient"`): a new
-    `BaSamModel` built from the model's config with those fields, loading the model's state dict. BA parameters the
-    new settings have no place for are dropped; those they add (`coefficient`, `slopes`) get their initial values."""
-    from .configuration_basam import BaSamConfig
-    from .conversion import is_ba_parameter
-    from .modeling_basam import BaSamModel
-
-    unknown = sorted(set(ba_settings) - set(BA_FIELDS))
-    if unknown:
-        raise ValueError(
-            f"Not BA settings: {unknown}; a variant keeps the weights and changes only {list(BA_FIELDS)}."
-        )
-    config_dict = model.config.to_dict()
-    config_dict["vision_config"].update(ba_settings)
-    config = BaSamConfig.from_dict(config_dict)
-    config._attn_implementation = model.config._attn_implementation
-    variant = BaSamModel(config)
-    missing, unexpected = variant.load_state_dict(model.state_dict(), strict=False)
-    missing = [key for key in missing if not is_ba_parameter(key)]
-    unexpected = [key for key in unexpected if not is_ba_parameter(key)]
-    if missing or unexpected:
-        raise RuntimeError(f"BA variant does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
-    return variant.to(device=model.device, dtype=model.dtype).eval()
-
-
-def sam_variant(model):
-    """The same weights with BA switched off (`bias_mode="none"`, `attention_scaling="none"`, see [`ba_variant`]).
-    BaSamModel with BA off computes exactly what `SamModel` computes, so this is SAM's behaviour with these weights."""
-    return ba_variant(model, **BA_OFF)
-
-
-def load_processor(name: str | os.PathLike | None, model):
-    """The processor saved with the model if there is a `BaSamProcessor` to load, else
-    [`basam_hf.processor_for_model`]. A processor saved with a model of another token grid (`model` was rebased to
-    a new size since, see [`basam_hf.conversion.rebase_image_size`]) gives only its normalisation settings: its size
-    was that model's default, not a choice for this one."""
-    from transformers import AutoConfig
-
-    from .processing_basam import BaSamProcessor, normalisation_settings, processor_for_model
-
-    vision = model.config.vision_config
-    if name is not None:
-        try:
-            path = resolve_model(name)
-            processor = BaSamProcessor.from_pretrained(path)
-            saved = AutoConfig.from_pretrained(path).vision_config
-        except Exception:  # no processor files, another processor type, offline Hub: fall back to the defaults
-            return processor_for_model(model)
-        if (saved.image_size, saved.patch_size) == (vision.image_size, vision.patch_size):
-            return processor
-        return processor_for_model(model, **normalisation_settings(processor.image_processor))
-    return processor_for_model(model)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -269,8 +150,6 @@ def predict_standard(
 def _predict_standard_batch(
     model, processor, ready, size: int, prompt: str, normalize_maps: bool = False
 ) -> dict[str, dict]:
-    from .segment import model_inputs
-
     kind, _ = parse_prompt(prompt)
     images = [sample["image"] for sample, _ in ready]
     prompt_kwargs = {}
@@ -457,14 +336,14 @@ def evaluate(
         sizes: input sizes (longest edge for `standard`, square side for `official`); default the model's size.
         prompt: `box` | `point` | `points:k` (default `box`) for `standard`; `official` always uses its click.
         protocol: `standard` or `official` (module docstring).
-        compare_sam: also evaluate the same weights with BA off (see [`sam_variant`]).
+        compare_sam: also evaluate the same weights with BA off (see [`basam_hf.loading.sam_variant`]).
         batch_size: images per forward pass and process.
         max_samples: evaluate the first `max_samples` samples.
         output_dir: where `samples.jsonl` (per-sample records, appended and flushed per batch; reruns resume from
             it), `summary.json`, `summary.md` and `metrics_vs_size.png` go. Without it nothing is written and
             nothing resumes.
         seed: prompts are drawn from a generator seeded by (seed, sample id), identical in any process layout.
-        accelerator: an `accelerate.Accelerator` (default: [`make_accelerator`], configured by the launcher).
+        accelerator: an `accelerate.Accelerator` (default: [`basam_hf.runtime.make_accelerator`], configured by the launcher).
         jitter, negatives: see [`basam_hf.data.prompts_from_mask`].
         normalize_maps: min-max rescale each probability map before the `standard` metrics (all six), as the SOD
             toolkits read saved maps, for numbers comparable with papers that evaluated saved maps (see
@@ -492,13 +371,16 @@ def evaluate(
         parse_prompt(prompt)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or runtime.make_accelerator()
 
-    model_name = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None) or "model"
-    model_name = str(model_name)
-    model = as_model(model, dtype=dtype, torch_dtype=torch_dtype)
+    if isinstance(model, (str, os.PathLike)):
+        model_name = str(model)
+        model, processor, _ = load_model_and_processor(model, dtype=dtype, torch_dtype=torch_dtype)
+    else:
+        model_name = str(getattr(model, "name_or_path", None) or "model")
+        model = loading.as_model(model, dtype=dtype, torch_dtype=torch_dtype)
+        processor = loading.load_processor(model_name if model_name != "model" else None, model)
     model = model.to(accelerator.device).eval()  # inference only: no DDP wrapper needed, every process has the weights
-    processor = load_processor(model_name if model_name != "model" else None, model)
     patch_size = model.config.vision_config.patch_size
     sizes = list(sizes or [model.config.vision_config.image_size])
     for size in sizes:
@@ -528,7 +410,7 @@ def evaluate(
     previous = read_records(records_path) if records_path is not None else {}
 
     fingerprint = weights_fingerprint(model)
-    variants = [("ba", model)] + ([("sam", sam_variant(model))] if compare_sam else [])
+    variants = [("ba", model)] + ([("sam", loading.sam_variant(model))] if compare_sam else [])
     results = []
     for variant, variant_model in variants:
         for size in sizes:
@@ -558,7 +440,7 @@ def evaluate(
                 )
                 loader = accelerator.prepare(loader)
                 description = f"{label or VARIANT_LABELS[variant]} @ {size}"
-                for batch in progress_bar(accelerator, loader, desc=description):
+                for batch in runtime.progress_bar(accelerator, loader, desc=description):
                     records = [{"run": run, **record} for record in predict(batch)]
                     # Every process gets all records of this step; duplicates padding the last batches are dropped.
                     records = accelerator.gather_for_metrics(records, use_gather_object=True)
@@ -617,11 +499,10 @@ def _result(run: dict, ids: Sequence[str], done: dict[str, dict]) -> dict:
 
 
 def package_versions() -> dict[str, str]:
+    # Slow imports (accelerate, datasets), needed only when a summary is written.
     import accelerate
     import datasets
     import transformers
-
-    from . import __version__
 
     return {
         "basam_hf": __version__,
@@ -687,7 +568,7 @@ def markdown_table(summary: dict) -> str:
 
 def plot_metrics(summary: dict, path: Path) -> None:
     """A PNG with one panel per metric: the metric against the input size, one line per model."""
-    import matplotlib
+    import matplotlib  # a slow import, needed only for the plot
 
     matplotlib.use("Agg")  # no display: write files only
     import matplotlib.pyplot as plt
@@ -726,23 +607,39 @@ def write_reports(summary: dict, output_dir: Path) -> None:
     plot_metrics(summary, output_dir / PLOT_FILE)
 
 
+# Moved out of this module (issue 28): model loading to `basam_hf.loading`, run helpers to `basam_hf.runtime`. The
+# old names keep working for one release, with a DeprecationWarning.
+_MOVED = {
+    **dict.fromkeys(
+        ("BA_OFF", "DTYPES", "as_model", "ba_variant", "load_model", "load_processor", "resolve_dtype", "sam_variant"),
+        loading,
+    ),
+    **dict.fromkeys(("make_accelerator", "progress_bar"), runtime),
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        module = _MOVED[name]
+        warnings.warn(
+            f"basam_hf.evaluation.{name} moved to {module.__name__}.{name}; the old name will be removed in the next "
+            "release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "DTYPES",
     "PROTOCOLS",
-    "as_model",
-    "ba_variant",
     "build_summary",
     "evaluate",
-    "load_model",
-    "load_processor",
-    "make_accelerator",
     "markdown_table",
     "official_click",
     "plot_metrics",
     "predict_official",
     "predict_standard",
     "read_records",
-    "resolve_dtype",
-    "sam_variant",
     "write_reports",
 ]

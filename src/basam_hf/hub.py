@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .constants import BA_FIELDS
+
 # Nothing heavy at import (no torch, transformers, numpy): the command line reads the error helpers below after a
 # failure, and the model-card functions import what they need.
 
@@ -45,8 +47,8 @@ def resolve_model(name: str | os.PathLike) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Model cards
 
-# The canonical template is `model_cards/basam_model_card.md` at the repository root; this packaged copy (package data)
-# is what installed code renders, and tests/test_hub.py checks that the two are identical.
+# The one template (package data: installed code renders it); the repository's top-level `model_cards` is a link to
+# this folder, so the template is never kept in two copies.
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "basam_model_card.md"
 MODEL_CARD_FILE = "README.md"
 DEFAULT_LICENSE = "apache-2.0"
@@ -153,8 +155,6 @@ def render_model_card(
         license: SPDX-style license id for the metadata; `license_text` the card's license section.
     """
     from huggingface_hub import ModelCard, ModelCardData
-
-    from .configuration_basam import BA_FIELDS
 
     config_dict = config if isinstance(config, Mapping) else config.to_dict()
     vision = dict(config_dict.get("vision_config", config_dict))

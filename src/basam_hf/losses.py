@@ -6,7 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-LOSSES = {"bce-dice": ("bce", "dice"), "bce": ("bce",), "dice": ("dice",)}
+from .constants import LOSSES
+
 DICE_SMOOTH = 1.0
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .constants import MASK_GENERATION_THRESHOLDS
 from .data import to_rgb
 
 # Prompt coordinates go to the model in float32 whatever its dtype: SAM's prompt encoder normalises them by the input
@@ -226,8 +227,6 @@ def generate_masks(
 def mask_generation_kwargs(model, **given) -> dict:
     """The pipeline arguments of automatic mask generation: `given` (`None` values left out), then the thresholds the
     model's config recommends (`BaSamConfig.mask_generation`), then the pipeline's defaults."""
-    from .configuration_basam import MASK_GENERATION_THRESHOLDS
-
     recommended = getattr(model.config, "mask_generation", None) or {}
     given = {name: value for name, value in given.items() if value is not None}
     return {**MASK_GENERATION_THRESHOLDS, **recommended, **given}

@@ -23,21 +23,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .assessment import mean_with_interval
-from .configuration_basam import BA_FIELDS
+from .constants import BA_FIELDS
 from .data import SegmentationDataset, mask_box
-from .evaluation import (
-    BA_OFF,
-    as_model,
-    ba_variant,
-    build_summary,
-    dtype_name,
-    evaluate,
-    load_processor,
-    plot_metrics,
-    resolve_dtype,
-    weights_fingerprint,
-)
+from .evaluation import build_summary, dtype_name, evaluate, plot_metrics, weights_fingerprint
+from .intervals import mean_with_interval
+from .loading import BA_OFF, as_model, ba_variant, load_processor, resolve_dtype
 from .metrics import binary_iou
 from .segment import overlay_masks, segment_image
 from .synthetic import dataset_seeds, render_sample, synthetic_segmentation_dataset
@@ -87,7 +77,7 @@ def ba_settings(model) -> dict:
 
 def build_variants(model, variants: Mapping[str, Mapping | object], *, dtype=None, torch_dtype=None) -> dict:
     """`{name: model}`: a mapping value is a set of BA settings applied to `model`'s weights ([`ba_variant`]; `{}`
-    is the model itself), anything else is taken as a model (or a name for [`load_model`]). With `dtype` (or
+    is the model itself), anything else is taken as a model (or a name for [`basam_hf.loading.load_model`]). With `dtype` (or
     `torch_dtype`), the other models are loaded in (or converted to) it; `model`'s variants have its dtype."""
     dtype = resolve_dtype(dtype, torch_dtype)
     built = {}
@@ -159,7 +149,7 @@ def run_study(
     With `output_dir`, results are cached per (variant, size) and the reports are written, plus
     `overlay.png` ([`overlay_grid`], from the same models) of the variants named in `overlay`. `model_name` names the
     model in the reports (default: its `name_or_path`); `note` heads `results.md`. `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or
-    `"float16"` for every variant (see [`basam_hf.evaluation.load_model`]); default the model's own."""
+    `"float16"` for every variant (see [`basam_hf.loading.load_model`]); default the model's own."""
     dtype = resolve_dtype(dtype, torch_dtype)
     model = as_model(model, dtype=dtype)
     models = build_variants(model, variants, dtype=dtype)
@@ -228,7 +218,7 @@ def run_study(
 
 def paired_difference(summary: dict, variant: str, baseline: str, size: int, confidence: float = 0.95) -> dict:
     """Mean per-sample IoU difference `variant - baseline` at `size` over the samples both evaluated, with its
-    percentile bootstrap interval ([`basam_hf.assessment.mean_with_interval`]): `{"mean", "low", "high", "n"}`. A
+    percentile bootstrap interval ([`basam_hf.intervals.mean_with_interval`]): `{"mean", "low", "high", "n"}`. A
     gain or loss is called only where the interval excludes 0."""
     found = {(r["model"], r["size"]): r.get("per_sample") for r in summary["results"]}
     first, second = found.get((variant, size)), found.get((baseline, size))
@@ -308,7 +298,7 @@ def compare(
     """The package's showcase: `model` with its BA settings against the same weights with BA off, on held-out
     synthetic scenes at several sizes (default [`COMPARE_SCALES`] times the model's training size). Writes the
     reports of [`run_study`] and `overlay.png` to `output_dir`; returns the summary. `dtype` (or `torch_dtype`):
-    `"float32"`, `"bfloat16"` or `"float16"` for both variants (see [`basam_hf.evaluation.load_model`])."""
+    `"float32"`, `"bfloat16"` or `"float16"` for both variants (see [`basam_hf.loading.load_model`])."""
     model = as_model(model, dtype=dtype, torch_dtype=torch_dtype)
     sizes = list(sizes or scaled_sizes(model, COMPARE_SCALES))
     return run_study(

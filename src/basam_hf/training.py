@@ -54,6 +54,7 @@ from .checkpoints import (
     resolve_resume,
     save_checkpoint,
 )
+from .constants import MIXED_PRECISION, TRAIN_MODES
 from .conversion import is_ba_parameter
 from .data import (
     SINGLE_CLICK_PROMPTS,
@@ -69,8 +70,6 @@ from .losses import LOSSES, mask_targets, training_loss
 
 # A training prompt that draws a prompt kind per batch ([`batch_prompt`]).
 MIXED_PROMPT = "mixed"
-TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
-MIXED_PRECISION = ("no", "fp16", "bf16")
 # Parameters no mode trains: SAM's random Fourier features are a fixed buffer in segment-anything.
 NEVER_TRAINED = ("shared_image_embedding.",)
 LOGS_DIR = "logs"
@@ -558,7 +557,9 @@ def finetune(
     from accelerate import DistributedDataParallelKwargs
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    from .evaluation import evaluate, load_processor, make_accelerator, progress_bar
+    from .evaluation import evaluate
+    from .loading import load_processor
+    from .runtime import make_accelerator, progress_bar
 
     # Settings first, so that mistakes fail before anything is loaded.
     _check_settings(

@@ -1,61 +1,33 @@
-"""Segmentation datasets for evaluation: Hub ids, `save_to_disk` folders and image folders, one object per sample.
-
-Every source becomes a [`SegmentationDataset`] of samples `{"id": str, "image": PIL RGB, "mask": np.ndarray bool HxW}`.
-A sample that cannot be used (unreadable image, mask of another size, ...) raises [`SampleError`] naming it, so a
-caller can skip it and go on.
-
-Conversions (documented in the README):
-- Images of any mode become 8-bit RGB. Alpha is composited on black (transparent pixels are black, as in a cut-out
-  on a black background); 16-bit images (`I;16*`, `I`, uint16 arrays) are scaled by 255/65535 with rounding; float
-  images are read as [0, 1] (scaled by 255) when their maximum is at most 1, else as [0, 255]; `1`, `L`, `P`, `CMYK`,
-  ... go through PIL's own RGB conversion.
-- Masks are binarised by [`binarize_mask`]: masks whose values are only 0 and 1 (any type) are label masks (1 =
-  object); otherwise a pixel is object when it is above half the type's range: `> 127` for 8-bit, `> 32767` for
-  16-bit, `> 0.5` for float masks in [0, 1] (`> 127.5` when their maximum exceeds 1); mode `1` and bool masks: any
-  nonzero pixel. Palette (`P`) masks are label images: any nonzero index is object. RGB(A) masks are converted to
-  luminance (`L`) first.
-- COCO-style annotations (a column holding a list of objects, or a dict of per-object lists; or a COCO instances
-  file with its images folder, [`load_coco_dataset`]) give one sample per non-crowd object; segmentations may be
-  polygons or RLE (uncompressed counts or the compressed COCO string), decoded here without pycocotools. Polygons are
-  rasterised by pixel centres (a pixel is inside when its centre is), which can differ from pycocotools at boundary
-  pixels.
-"""
+"""Where segmentation datasets come from: image folders (`images/` + `masks/`), Hub ids and `save_to_disk` folders
+(one mask per row, or COCO-style objects), the paper datasets' presets, and COCO instances files with their images
+folder. Each becomes a [`basam_hf.data.SegmentationDataset`]; the conversions are [`basam_hf.data.codecs`]'s."""
 
 import functools
-import hashlib
 import io
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .processing_basam import rle_to_mask
+from .codecs import binarize_mask, polygons_to_mask, rle_decode, to_rgb
+from .dataset import SampleError, SegmentationDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 # Columns tried, in order, when no mask column is given (only `Image` features qualify, so a class-label column named
 # `label` is never mistaken for a mask).
 MASK_COLUMN_CANDIDATES = ("mask", "label", "gt", "annotation", "segmentation", "segmentation_mask")
 ID_COLUMN_CANDIDATES = ("id", "image_id", "name", "file_name", "filename")
+
 # Keys of one COCO-style object.
 SEGMENTATION_KEYS = ("segmentation", "segmentations", "mask", "masks", "rle", "polygon", "polygons")
 OBJECT_ID_KEYS = ("id", "ids", "annotation_id", "object_id")
 CROWD_KEYS = ("iscrowd", "iscrowds", "is_crowd")
-
-
-class SampleError(ValueError):
-    """A sample that cannot be evaluated; `sample_id` names it and `reason` says why (one line)."""
-
-    def __init__(self, sample_id: str, reason: str):
-        super().__init__(f"sample {sample_id!r}: {reason}")
-        self.sample_id = sample_id
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -153,49 +125,6 @@ REMOVED_PRESETS = {
     "boxes and categories only). Download the official val2017 images and annotations and use --coco-annotations "
     "annotations/instances_val2017.json --images val2017/ (Python: load_coco_dataset).",
 }
-
-
-class SegmentationDataset(torch.utils.data.Dataset):
-    """Samples `{"id", "image", "mask"}` with ids known without decoding anything (for sharding and resume).
-
-    `__getitem__` raises [`SampleError`] for a sample that cannot be used. `info` describes the source (source,
-    split, columns, preset, number of excluded objects) for reports.
-    """
-
-    def __init__(self, ids: Sequence[str], read: Callable[[int], dict], info: dict):
-        if len(set(ids)) != len(ids):
-            raise ValueError(
-                f"Sample ids must be unique; {len(ids) - len(set(ids))} duplicates in {info.get('source')}."
-            )
-        self.ids = list(ids)
-        self._read = read
-        self.info = info
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict:
-        return self._read(index)
-
-    def subset(self, indices: Sequence[int]) -> "SegmentationDataset":
-        """The samples at `indices` (in that order), sharing this dataset's reader."""
-        indices = list(indices)
-        return SegmentationDataset([self.ids[i] for i in indices], lambda i: self._read(indices[i]), dict(self.info))
-
-
-def concatenate_segmentation_datasets(*parts: SegmentationDataset) -> SegmentationDataset:
-    """The samples of `parts`, one after the other (ids must stay unique); `info["parts"]` lists the parts' infos."""
-    starts = np.cumsum([0] + [len(part) for part in parts])
-
-    def read(index: int) -> dict:
-        part = int(np.searchsorted(starts, index, side="right")) - 1
-        return parts[part][index - int(starts[part])]
-
-    ids = [sample_id for part in parts for sample_id in part.ids]
-    info = {"source": " + ".join(str(part.info.get("source")) for part in parts), "split": None}
-    info["nonempty_masks"] = all(part.info.get("nonempty_masks") for part in parts)
-    info["min_image_side"] = min(part.info.get("min_image_side", 0) for part in parts)
-    return SegmentationDataset(ids, read, info | {"parts": [part.info for part in parts]})
 
 
 def _write_sample(dataset: SegmentationDataset, root: Path, max_side: int | None, index: int) -> None:
@@ -578,90 +507,6 @@ def _make_sample(sample_id: str, image: Image.Image | np.ndarray, mask: Image.Im
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Image and mask conversion
-
-
-def to_rgb(image: Image.Image | np.ndarray, sample_id: str = "?") -> Image.Image:
-    """An 8-bit RGB PIL image from a PIL image of any mode or an HxW / HxWxC array (see the module docstring)."""
-    if isinstance(image, np.ndarray):
-        return Image.fromarray(_array_to_rgb(image, sample_id, wide_int_is_16bit=False))
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
-        return _composite_on_black(image.convert("RGBA"))
-    if image.mode.startswith("I") or image.mode == "F":
-        return Image.fromarray(_array_to_rgb(np.asarray(image), sample_id, wide_int_is_16bit=True))
-    return image.convert("RGB")
-
-
-def _composite_on_black(image: Image.Image) -> Image.Image:
-    black = Image.new("RGBA", image.size, (0, 0, 0, 255))
-    return Image.alpha_composite(black, image).convert("RGB")
-
-
-def _array_to_rgb(array: np.ndarray, sample_id: str, wide_int_is_16bit: bool = False) -> np.ndarray:
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channels-first arrays
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise SampleError(sample_id, f"cannot read an image array of shape {array.shape}")
-    array = _to_uint8(array, wide_int_is_16bit)
-    if array.ndim == 2:
-        return np.repeat(array[..., None], 3, axis=-1)
-    if array.shape[-1] == 4:
-        alpha = array[..., 3:].astype(np.uint32)
-        return ((array[..., :3].astype(np.uint32) * alpha + 127) // 255).astype(np.uint8)  # on black, rounded
-    return array
-
-
-def _to_uint8(array: np.ndarray, wide_int_is_16bit: bool) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if np.issubdtype(array.dtype, np.floating):
-        scale = 255.0 if array.size and np.nanmax(array) <= 1.0 else 1.0
-        return np.clip(np.rint(np.nan_to_num(array) * scale), 0, 255).astype(np.uint8)
-    is_16bit = wide_int_is_16bit or array.dtype in (np.uint16, np.int16) or (array.size and array.max() > 255)
-    if not is_16bit:
-        return np.clip(array, 0, 255).astype(np.uint8)  # 8-bit values stored in a wider integer array
-    # 16-bit data: I;16 images, uint16 arrays, PIL's 32-bit "I" mode (16-bit PNGs may load as "I"), rounded.
-    return ((np.clip(array.astype(np.int64), 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
-
-
-def binarize_mask(mask: Image.Image | np.ndarray, sample_id: str = "?") -> np.ndarray:
-    """A boolean HxW object mask from a mask image or array (rule in the module docstring)."""
-    if isinstance(mask, Image.Image):
-        if mask.mode == "1":
-            return np.asarray(mask, dtype=bool)
-        if mask.mode == "P":
-            return np.asarray(mask) > 0  # palette indices are labels, not intensities
-        if mask.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr", "HSV", "RGBX"):
-            mask = mask.convert("L")
-        array = np.asarray(mask)
-    else:
-        array = np.asarray(mask)
-        if array.ndim == 3 and array.shape[-1] in (3, 4):
-            array = np.asarray(Image.fromarray(_array_to_rgb(array, sample_id)).convert("L"))
-        elif array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
-            array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:-1])
-    if array.ndim != 2:
-        raise SampleError(sample_id, f"a mask must be one channel (height x width), got shape {array.shape}")
-    if array.dtype == bool:
-        return array.copy()
-    if array.size and array.min() >= 0 and array.max() <= 1 and np.all((array == 0) | (array == 1)):
-        return array == 1  # 0/1 label masks of any type
-    if np.issubdtype(array.dtype, np.floating):
-        return array > (0.5 if array.size and np.nanmax(array) <= 1.0 else 127.5)
-    if array.dtype == np.uint8 or array.dtype == np.int8:
-        return array > 127
-    if (isinstance(mask, Image.Image) and mask.mode.startswith("I")) or array.dtype in (np.uint16, np.int16):
-        return array > 32767
-    return array > (32767 if array.max() > 255 else 127)  # wider integers: 16-bit data if above 8-bit range
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # COCO-style annotations
 
 
@@ -829,222 +674,3 @@ def load_coco_dataset(
         "missing_images": len(missing),
     }
     return SegmentationDataset(ids, read, info)
-
-
-def rle_decode(rle: dict) -> np.ndarray:
-    """Decode a COCO RLE `{"size": [height, width], "counts": ...}`: counts as a list of run lengths (uncompressed)
-    or as COCO's compressed string / bytes. Runs are column-major and start with background."""
-    height, width = (int(side) for side in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, (str, bytes, bytearray)):
-        counts = rle_string_to_counts(counts)
-    counts = np.asarray(counts, dtype=np.int64)
-    if counts.sum() != height * width or (counts < 0).any():
-        raise ValueError(f"RLE run lengths sum to {counts.sum()}, expected {height}x{width} = {height * width}")
-    return rle_to_mask({"size": (height, width), "counts": counts})
-
-
-def rle_string_to_counts(encoded: str | bytes) -> list[int]:
-    """Run lengths of COCO's compressed RLE string: each count is a variable-length signed number in 5-bit groups
-    (characters offset by 48, bit 0x20 = more groups follow, 0x10 of the last group = sign), and counts after the
-    second are stored as differences from the count two places earlier."""
-    data = encoded.encode("ascii") if isinstance(encoded, str) else bytes(encoded)
-    counts: list[int] = []
-    position = 0
-    while position < len(data):
-        value, shift, more = 0, 0, True
-        while more:
-            group = data[position] - 48
-            value |= (group & 0x1F) << shift
-            more = bool(group & 0x20)
-            position += 1
-            shift += 5
-            if not more and group & 0x10:
-                value |= -1 << shift  # negative: sign-extend
-        if len(counts) > 2:
-            value += counts[-2]
-        counts.append(value)
-    return counts
-
-
-def polygons_to_mask(polygons: Any, height: int, width: int) -> np.ndarray:
-    """Rasterise COCO polygons (`[[x1, y1, x2, y2, ...], ...]` or one flat list) in pixel coordinates, where pixel
-    (col, row) covers [col, col+1) x [row, row+1): a pixel is inside a polygon when its centre is (even-odd rule;
-    a centre on a left edge is inside, on a right edge outside), and in the object when inside any of its polygons."""
-    polygons = list(polygons)
-    if polygons and np.isscalar(polygons[0]):
-        polygons = [polygons]
-    mask = np.zeros((height, width), dtype=bool)
-    centres_x = np.arange(width) + 0.5
-    for polygon in polygons:
-        vertices = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-        if len(vertices) < 3:
-            continue
-        start, stop = vertices, np.roll(vertices, -1, axis=0)
-        rows = range(max(0, int(np.floor(vertices[:, 1].min()))), min(height, int(np.ceil(vertices[:, 1].max())) + 1))
-        for row in rows:
-            centre_y = row + 0.5
-            # Edges crossing this row's centre line (half-open in y, so a vertex on the line counts once).
-            crossing = (start[:, 1] <= centre_y) != (stop[:, 1] <= centre_y)
-            if not crossing.any():
-                continue
-            a, b = start[crossing], stop[crossing]
-            xs = np.sort(a[:, 0] + (centre_y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1]))
-            mask[row] |= np.searchsorted(xs, centres_x, side="right") % 2 == 1
-    return mask
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Prompts from ground truth
-
-
-def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
-    """A random generator for one sample, independent of process, order and Python's hash seed."""
-    digest = int.from_bytes(hashlib.sha256(sample_id.encode("utf-8")).digest()[:8], "little")
-    return np.random.default_rng([seed, digest])
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """`(x0, y0, x1, y1)` of the mask's pixels, inclusive pixel indices (as torchvision's `masks_to_boxes`; SAM's
-    prompt encoder adds half a pixel to every coordinate)."""
-    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-    if not rows.any():
-        raise ValueError("empty mask: no box")
-    y0, y1 = np.flatnonzero(rows)[[0, -1]]
-    x0, x1 = np.flatnonzero(cols)[[0, -1]]
-    return np.array([x0, y0, x1, y1], dtype=np.float64)
-
-
-def interior_point(mask: np.ndarray) -> np.ndarray:
-    """`(x, y)` of the mask pixel farthest from the background (maximum of the Euclidean distance transform), the
-    image border counting as background; among ties, the one nearest their mean (first in row-major order if still
-    tied)."""
-    from scipy.ndimage import distance_transform_edt
-
-    if not mask.any():
-        raise ValueError("empty mask: no interior point")
-    distance = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    candidates = np.argwhere(distance == distance.max())
-    # Among equally deep pixels (a rectangle's middle line), the one nearest their mean, so the point is central.
-    row, col = candidates[np.argmin(((candidates - candidates.mean(axis=0)) ** 2).sum(axis=1))]
-    return np.array([col, row], dtype=np.float64)
-
-
-def deep_pixel(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """`(x, y)` of a random mask pixel drawn with probability proportional to its distance from the background (the
-    image border counting as background)."""
-    from scipy.ndimage import distance_transform_edt
-
-    if not mask.any():
-        raise ValueError("empty mask: no click")
-    depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1].ravel()
-    index = rng.choice(depth.size, p=depth / depth.sum())
-    row, col = divmod(int(index), mask.shape[1])
-    return np.array([col, row], dtype=np.float64)
-
-
-# Prompts answered with SAM's three masks (the one with the highest predicted IoU is kept): a single click is
-# ambiguous (a part, the object, a group), as in SAM.
-SINGLE_CLICK_PROMPTS = ("point", "click")
-
-
-def parse_prompt(prompt: str) -> tuple[str, int]:
-    """`"box"` -> ("box", 0), `"point"` / `"click"` -> (kind, 1), `"points:k"` -> ("points", k); else `ValueError`."""
-    if prompt in ("box", *SINGLE_CLICK_PROMPTS):
-        return prompt, int(prompt != "box")
-    name, _, count = prompt.partition(":")
-    if name == "points" and count.isdigit() and int(count) > 0:
-        return "points", int(count)
-    raise ValueError(f"Unknown prompt {prompt!r}: use box, point, click or points:k (k a positive integer).")
-
-
-def prompts_from_mask(
-    mask: np.ndarray, prompt: str, rng: np.random.Generator, jitter: float = 0.0, negatives: int = 0
-) -> dict[str, np.ndarray]:
-    """Prompts derived from a ground-truth mask, in pixel coordinates `(x, y)` of the mask's (original) image.
-
-    Args:
-        mask: boolean HxW mask.
-        prompt: `"box"` (the mask's box, see [`mask_box`]), `"point"` (one positive point at the interior-most pixel,
-            see [`interior_point`]), `"click"` (one random positive pixel, drawn with a probability proportional to
-            its distance from the background: where people click, mostly well inside) or `"points:k"` (k distinct
-            random positive pixels; all of them if fewer).
-        rng: the random source (e.g. [`sample_rng`]), so prompts are reproducible.
-        jitter: for boxes, each coordinate moves by a normal draw with standard deviation `jitter` times the box
-            width (x) or height (y), then the box is clipped to the image and its corners kept ordered.
-        negatives: number of random background pixels added as negative points (fewer if the background is
-            smaller). Not used with `box`.
-
-    Returns:
-        `{"boxes": (1, 4)}` for boxes, `{"points": (n, 2), "labels": (n,)}` (1 positive, 0 negative) for points.
-
-    Raises:
-        ValueError: for an empty mask or an unknown prompt.
-    """
-    kind, count = parse_prompt(prompt)
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        raise ValueError("empty mask: no prompt can be derived from it")
-    height, width = mask.shape
-    if kind == "box":
-        box = mask_box(mask)
-        if jitter > 0:
-            sides = np.array([box[2] - box[0] + 1, box[3] - box[1] + 1] * 2)
-            box = box + rng.normal(size=4) * jitter * sides
-            box = np.clip(box, 0, [width - 1, height - 1, width - 1, height - 1])
-            box = np.concatenate([np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])])
-        return {"boxes": box[None]}
-    if kind == "point":
-        positives = interior_point(mask)[None]
-    elif kind == "click":
-        positives = deep_pixel(mask, rng)[None]
-    else:
-        positives = _random_pixels(mask, count, rng)
-    points, labels = [positives], [np.ones(len(positives), dtype=np.int64)]
-    if negatives > 0:
-        background = _random_pixels(~mask, negatives, rng)
-        points.append(background)
-        labels.append(np.zeros(len(background), dtype=np.int64))
-    return {"points": np.concatenate(points), "labels": np.concatenate(labels)}
-
-
-def _random_pixels(mask: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` distinct random pixels of `mask` as `(x, y)` rows (all of them, in random order, if fewer)."""
-    flat = np.flatnonzero(mask)
-    chosen = rng.choice(flat, size=min(count, flat.size), replace=False)
-    rows, cols = np.unravel_index(chosen, mask.shape)
-    return np.stack([cols, rows], axis=-1).astype(np.float64)
-
-
-def iter_samples(dataset: SegmentationDataset) -> Iterable[dict | SampleError]:
-    """Every sample of `dataset`, or the [`SampleError`] that replaced it (for scripts that report bad samples)."""
-    for index in range(len(dataset)):
-        try:
-            yield dataset[index]
-        except SampleError as error:
-            yield error
-
-
-__all__ = [
-    "PRESETS",
-    "DatasetPreset",
-    "SINGLE_CLICK_PROMPTS",
-    "SampleError",
-    "SegmentationDataset",
-    "binarize_mask",
-    "coco_objects",
-    "concatenate_segmentation_datasets",
-    "deep_pixel",
-    "interior_point",
-    "iter_samples",
-    "load_coco_dataset",
-    "load_segmentation_dataset",
-    "mask_box",
-    "parse_prompt",
-    "polygons_to_mask",
-    "prompts_from_mask",
-    "rle_decode",
-    "rle_string_to_counts",
-    "sample_rng",
-    "to_rgb",
-]

@@ -1,0 +1,55 @@
+"""Settings shared by the model code, training, the demo and the command line, in one module that imports nothing:
+the command line builds its parser from them without importing torch or transformers (`basam-hf --help` answers at
+once), and saved models ship this file as remote code beside `configuration_basam.py`, which imports it."""
+
+# Allowed values of the BA-SAM string fields; the single source for validation and documentation.
+BA_CHOICES: dict[str, tuple[str, ...]] = {
+    "attention_scaling": ("none", "log_length", "official"),
+    "bias_mode": ("none", "distance", "coefficient"),
+    "bias_distance": ("manhattan", "euclidean"),
+    "distance_unit": ("token", "pretrain_grid"),
+    "bias_layers": ("global", "all"),
+}
+# The vision-config fields that make up the BA settings.
+BA_FIELDS = (
+    "attention_scaling",
+    "bias_mode",
+    "bias_distance",
+    "distance_unit",
+    "bias_slope_scale",
+    "learnable_slopes",
+    "bias_layers",
+    "coefficient_init",
+    "pretrain_image_size",
+    "attention_memory_budget_mb",
+)
+# BA switched off: the same weights compute what SAM computes.
+BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
+# Automatic-mask-generation thresholds a config may recommend (`BaSamConfig.mask_generation`), with transformers'
+# mask-generation pipeline defaults (`MaskGenerationPipeline._forward`).
+MASK_GENERATION_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+
+# Floating-point types a model can run in (`dtype=` in the Python API, `--dtype` on the command line).
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+# What fine-tuning trains, its losses (name -> terms) and its mixed-precision modes.
+TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
+LOSSES = {"bce-dice": ("bce", "dice"), "bce": ("bce",), "dice": ("dice",)}
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+# The demo refuses larger uploads before decoding them: the masks come back at the original size, 3 per variant.
+DEMO_MAX_PIXELS = 4096 * 4096
+DEMO_MAX_FILE_SIZE = "50mb"
+
+__all__ = [
+    "BA_CHOICES",
+    "BA_FIELDS",
+    "BA_OFF",
+    "DEMO_MAX_FILE_SIZE",
+    "DEMO_MAX_PIXELS",
+    "DTYPE_NAMES",
+    "LOSSES",
+    "MASK_GENERATION_THRESHOLDS",
+    "MIXED_PRECISION",
+    "TRAIN_MODES",
+]

@@ -1,0 +1,29 @@
+"""Where a run executes and how it reports progress: an `accelerate.Accelerator` that works under any launcher, and
+progress bars shown by one process only."""
+
+import os
+
+import torch
+from tqdm.auto import tqdm
+
+
+def make_accelerator(cpu: bool = False, **kwargs):
+    """An `Accelerator` (`kwargs` passed on), on CPU when asked or when the processes were started by a distributed launcher (torchrun,
+    `accelerate launch --multi_gpu`) on a machine without an accelerator device: accelerate only sets up multi-process
+    CPU (gloo) when told `cpu=True`, and would otherwise run each process alone on the whole dataset."""
+    from accelerate import Accelerator  # accelerate imports slowly; only runs that train or evaluate need it
+
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return Accelerator(cpu=cpu or (launched and not has_device), **kwargs)
+
+
+def progress_bar(accelerator, iterable=None, **kwargs):
+    """A tqdm bar on the local main process only. `disable` is passed only to silence the other processes: an
+    explicit value would override the `TQDM_*` environment variables (e.g. `TQDM_DISABLE=1`) on the main one."""
+    if not accelerator.is_local_main_process:
+        kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)
+
+
+__all__ = ["make_accelerator", "progress_bar"]
