@@ -468,8 +468,10 @@ def push_to_hub(
     if dry_run:
         return PushResult(repo_id, files, dry_run=True, **card_changes)
     api = api if api is not None else _default_api()
-    own_card = [] if generated_card or retargeted is not None else [MODEL_CARD_FILE]
-    with _staged(folder, [name for name in files if name != MODEL_CARD_FILE] + own_card) as staging:
+    new_card = generated_card or retargeted is not None
+    with (
+        _staged(folder, [name for name in files if name != MODEL_CARD_FILE]) if new_card else _as_is(folder) as staging
+    ):
         if generated_card:
             write_model_card(staging, repo_id=repo_id, model_name=repo_id.split("/")[-1], config_folder=folder)
         elif retargeted is not None:
@@ -492,9 +494,15 @@ def push_to_hub(
 
 
 @contextlib.contextmanager
+def _as_is(folder: Path) -> Iterator[Path]:
+    """The folder itself, uploaded as it is (its own card, unchanged)."""
+    yield folder
+
+
+@contextlib.contextmanager
 def _staged(folder: Path, files: Sequence[str]) -> Iterator[Path]:
     """A temporary folder holding `files` of `folder` as symbolic links (nothing is copied), for an upload whose
-    model card differs from the folder's: leave the card out of `files` and write it into the staging folder (a
+    model card differs from the folder's: `files` leaves the card out, and it is written into the staging folder (a
     file of its own, not through a link into `folder`), so a failed push leaves `folder` as it was. Removed
     afterwards."""
     with tempfile.TemporaryDirectory(prefix="basam-hf-push-") as staging:
