@@ -16,7 +16,7 @@ from _offline import add_source_argument, model_path
 from PIL import Image
 from transformers import AutoImageProcessor, pipeline
 
-from basam_hf.segment import mask_generation_kwargs, overlay_masks
+from basam_hf.segment import POINTS_PER_SIDE, mask_generation_kwargs, overlay_masks
 from basam_hf.synthetic import render_sample
 
 
@@ -27,7 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic-seed", type=int, default=0, help="scene rendered without --image")
     parser.add_argument("--synthetic-size", type=int, default=512, help="side of the synthetic scene in pixels")
     parser.add_argument("--size", type=int, default=None, help="model input size, longest edge (default: the model's)")
-    parser.add_argument("--points-per-crop", type=int, default=32, help="grid of N x N point prompts")
+    parser.add_argument(
+        "--points-per-crop",
+        type=int,
+        default=POINTS_PER_SIDE,
+        help="grid of N x N point prompts (default: %(default)s, as basam-hf segment --automatic; the pipeline's own "
+        "default, 64, prompts four times as many points)",
+    )
     parser.add_argument(
         "--points-per-batch",
         type=int,
@@ -70,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     side = image_processor(image, return_tensors="pt")["pixel_values"].shape[-1]  # what the encoder is fed
     print(f"Model {args.model}, image {image.width}x{image.height}, input {side} px")
     print(f"{len(scores)} masks, scores (best first): {', '.join(f'{score:.3f}' for score in scores[:10])}")
+    print(
+        f"Settings: a {args.points_per_crop}x{args.points_per_crop} grid of point prompts, kept at pred_iou_thresh "
+        f"{thresholds['pred_iou_thresh']:g} and stability_score_thresh {thresholds['stability_score_thresh']:g}"
+    )
     if masks is None:
         masks = np.zeros((0, image.height, image.width), dtype=bool)
         print("No mask passed the thresholds: lower --pred-iou-thresh / --stability-score-thresh.")

@@ -195,8 +195,8 @@ def _browser_or_skip():
             missing.append(f"python package {module}")
     if missing:
         reason = (
-            f"demo browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver; "
-            'pip install -e ".[dev]")'
+            f"demo browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver, or "
+            'BASAM_TEST_INSTALL_BROWSER=1 bash scripts/test.sh, which does it as root; pip install -e ".[dev]")'
         )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)

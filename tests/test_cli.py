@@ -405,15 +405,16 @@ def test_segment_command_refuses_or_clips_prompts(model_dir, image_path, tmp_pat
 def test_segment_leaves_only_this_runs_masks_named_in_order(model_dir, image_path, tmp_path):
     output = tmp_path / "out"
     base = ["segment", image_path, "--model", model_dir, "--output", str(output)]
-    (output).mkdir()
+    output.mkdir()
     (output / "notes.txt").write_text("mine")
     boxes = [arg for index in range(11) for arg in ("--box", "1", "1", str(20 + index), "30")]
-    assert main(base + boxes) == 0
-    names = sorted(path.name for path in output.iterdir())
-    assert names == [f"mask_{index:03d}.png" for index in range(11)] + ["notes.txt", "overlay.png"]
-    (output / "mask_07.png").write_bytes(b"an older run's name")
-    assert main(base + ["--box", "5", "5", "60", "40"]) == 0
-    assert sorted(path.name for path in output.iterdir()) == ["mask_000.png", "notes.txt", "overlay.png"]
+    assert main(base + boxes + ["--overwrite"]) == 0
+    names = sorted(path.name for path in output.iterdir() if path.name != ".basam-hf-outputs.json")
+    assert names == [f"mask_{index:03d}.png" for index in range(11)] + ["notes.txt", "overlay.png", "segment.json"]
+    assert main(base + ["--box", "5", "5", "60", "40", "--overwrite"]) == 0
+    names = sorted(path.name for path in output.iterdir() if path.name != ".basam-hf-outputs.json")
+    assert names == ["mask_000.png", "notes.txt", "overlay.png", "segment.json"]
+    assert (output / "notes.txt").read_text() == "mine"
 
 
 def test_convert_refuses_a_non_empty_output_folder_without_overwrite(sam_dir, tmp_path, capsys):
@@ -433,11 +434,15 @@ def test_convert_refuses_a_non_empty_output_folder_without_overwrite(sam_dir, tm
     assert main(["convert-sam", sam_dir, str(tmp_path / "a-file")]) == 1
     assert "is a file, not a folder" in error_line(capsys)
 
-    assert main(["convert-sam", sam_dir, str(output), "--overwrite"]) == 0
+    # --overwrite replaces only an earlier convert's files: this model.safetensors is someone else's
+    assert main(["convert-sam", sam_dir, str(output), "--overwrite"]) == 1
+    assert "model.safetensors, not written by an earlier `basam-hf convert-sam` run" in error_line(capsys)
+    assert (output / "model.safetensors").read_bytes() == b"an earlier model"
+    assert main(["convert-sam", sam_dir, str(tmp_path / "new")]) == 0  # a new folder needs no --overwrite
+    assert main(["convert-sam", sam_dir, str(tmp_path / "new"), "--overwrite"]) == 0  # its own earlier output
     from basam_hf import BaSamModel
 
-    assert BaSamModel.from_pretrained(output).config.model_type == "basam"
-    assert main(["convert-sam", sam_dir, str(tmp_path / "new")]) == 0  # a new folder needs no --overwrite
+    assert BaSamModel.from_pretrained(tmp_path / "new").config.model_type == "basam"
 
 
 def test_default_outputs_are_ignored_by_git():
@@ -521,7 +526,9 @@ def test_evaluate_takes_ba_options_and_resumes_only_the_same_settings(model_dir,
     summary = json.loads((output / "summary.json").read_text())
     ba, sam = summary["results"]
     assert ba["metrics"] == sam["metrics"] and summary["model"] == model_dir
-    assert main(argv) == 0  # the model's own BA settings: new records, not the BA-off ones
+    assert main(argv) == 1  # a folder with an earlier run's outputs: resumed only when asked (--overwrite)
+    assert "is not empty" in capsys.readouterr().err.splitlines()[-1]
+    assert main(argv + ["--overwrite"]) == 0  # the model's own BA settings: new records, not the BA-off ones
     records = [json.loads(line) for line in (output / "samples.jsonl").read_text().splitlines()]
     assert len(records) == 6 and {r["run"]["ba_settings"]["bias_mode"] for r in records} == {"none", "distance"}
 

@@ -212,7 +212,7 @@ def test_normalize_maps_is_a_run_of_its_own(tiny_model_dir, image_folder, tmp_pa
     settings = dict(sizes=[64], max_samples=2, output_dir=tmp_path / "run")
     plain = evaluate(tiny_model_dir, str(image_folder), **settings)
     args = ["evaluate", "--model", tiny_model_dir, "--dataset", str(image_folder), "--sizes", "64", "--max-samples"]
-    assert main(args + ["2", "--normalize-maps", "--output", str(tmp_path / "run")]) == 0
+    assert main(args + ["2", "--normalize-maps", "--output", str(tmp_path / "run"), "--overwrite"]) == 0
     assert "maps min-max normalised" in capsys.readouterr().out
     records = read_records(tmp_path / "run" / "samples.jsonl")
     assert sorted(len(by_id) for by_id in records.values()) == [2, 2]  # the plain run's records were not reused
@@ -249,6 +249,7 @@ def test_cli_reports_and_errors(tiny_model_dir, image_folder, tmp_path, capsys, 
     args = ["evaluate", "--model", tiny_model_dir, "--dataset", str(image_folder), "--sizes", "48", "64"]
     assert main(args + ["--prompt", "points:2", "--max-samples", "2", "--output", str(output)]) == 0
     assert {path.name for path in output.iterdir()} == {
+        ".basam-hf-outputs.json",
         "samples.jsonl",
         "summary.json",
         "summary.md",
@@ -257,7 +258,7 @@ def test_cli_reports_and_errors(tiny_model_dir, image_folder, tmp_path, capsys, 
     assert "| BA-SAM | 48 | 2 | 0 |" in capsys.readouterr().out
     summary = json.loads((output / "summary.json").read_text())
     assert summary["sizes"] == [48, 64] and summary["prompt"] == "points:2" and "torch" in summary["versions"]
-    assert main(args + ["--mask-column", "gt", "--output", str(output)]) == 1  # image folders have fixed columns
+    assert main(args + ["--mask-column", "gt", "--output", str(output), "--overwrite"]) == 1  # fixed columns
     assert "image folder" in capsys.readouterr().err
 
     import basam_hf.hub

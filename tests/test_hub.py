@@ -67,7 +67,26 @@ class FakeHfApi:
 
     def upload_folder(self, **kwargs):
         self.calls.append(("upload_folder", kwargs))
+        # What the Hub would receive (the folder uploaded from is gone after the push).
+        folder = Path(kwargs["folder_path"])
+        self.uploaded = {name: (folder / name).read_bytes() for name in kwargs["allow_patterns"]}
         return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/1"})()
+
+
+class FailingHfApi(FakeHfApi):
+    """The Hub refusing the upload after the repo was created (a failure of the network, not of our logic)."""
+
+    def upload_folder(self, **kwargs):
+        raise ConnectionError("connection reset by peer")
+
+
+def folder_bytes(folder: Path) -> dict:
+    """Every file under `folder` (hidden ones too) with its bytes and mode."""
+    return {
+        path.relative_to(folder).as_posix(): (path.read_bytes(), path.stat().st_mode)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def test_the_template_exists_once():
@@ -151,11 +170,13 @@ def test_push_uploads_exactly_the_listed_files(model_folder):
     (_, repo_id, create_kwargs), (_, upload) = api.calls
     assert repo_id == "user/tiny-basam"
     assert create_kwargs == {"private": True, "exist_ok": True, "repo_type": "model"}
-    assert upload["repo_id"] == "user/tiny-basam" and upload["folder_path"] == str(model_folder)
+    assert upload["repo_id"] == "user/tiny-basam"
     assert upload["commit_message"] == "first" and upload["allow_patterns"] == expected
-    card = ModelCard.load(model_folder / "README.md")  # generated from the folder's config
+    assert not (model_folder / "README.md").exists()  # the card goes into the upload, not into the folder
+    assert all(api.uploaded[name] == (model_folder / name).read_bytes() for name in expected if name != "README.md")
+    card = ModelCard(api.uploaded["README.md"].decode())  # generated from the folder's config
     assert card.data.library_name == "transformers" and "user/tiny-basam" in card.text
-    assert files_to_upload(model_folder) == expected  # hidden files and caches are never uploaded
+    assert files_to_upload(model_folder) == expected[1:]  # hidden files and caches are never uploaded
 
 
 def test_push_points_a_card_written_for_a_local_folder_at_the_repo(model_folder, summary):
@@ -169,12 +190,14 @@ def test_push_points_a_card_written_for_a_local_folder_at_the_repo(model_folder,
     assert (model_folder / "README.md").read_text() == before  # a dry run writes nothing
 
     assert push_to_hub(model_folder, "user/tiny-basam", api=api).retargeted_card
-    card = ModelCard.load(model_folder / "README.md")
+    assert (model_folder / "README.md").read_text() == before  # the folder keeps its card; the upload is pointed
+    card = ModelCard(api.uploaded["README.md"].decode())
     assert str(model_folder) not in card.text and "run-best" not in card.text
     assert card.text.count('"user/tiny-basam"') == 3  # from_pretrained twice, pipeline once
     assert "\n# tiny-basam\n" in card.text
     assert card.data.model_name == "tiny-basam"
     assert card.data.eval_results == ModelCard(before).data.eval_results and card.data.eval_results
+    (model_folder / "README.md").write_bytes(api.uploaded["README.md"])
     assert not push_to_hub(model_folder, "user/tiny-basam", api=api).retargeted_card  # already pointed there
 
     hand_written = '---\nlicense: mit\n---\n# My model\n\n`from_pretrained("somewhere/else")`\n'
@@ -226,6 +249,18 @@ def test_push_refuses_folders_that_would_not_load_for_others(model_folder, tmp_p
     (weightless / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="has no weights"):
         push_to_hub(weightless, "user/x", dry_run=True)
+
+
+@pytest.mark.parametrize("card", ["none", "local-run"])
+def test_a_failed_push_leaves_the_folder_byte_identical(model_folder, card):
+    """Without a card (one is generated) and with a card written for a local run (it is pointed at the repo): the
+    upload fails after the card was rendered, and every file of the folder is as before, mode included."""
+    if card == "local-run":
+        write_model_card(model_folder, model_name="run-best", repo_id=str(model_folder))
+    before = folder_bytes(model_folder)
+    with pytest.raises(ConnectionError, match="nothing was uploaded"):
+        push_to_hub(model_folder, "user/tiny-basam", api=FailingHfApi())
+    assert folder_bytes(model_folder) == before
 
 
 def test_push_without_an_api_refuses_offline(model_folder):

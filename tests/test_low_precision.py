@@ -194,6 +194,7 @@ def test_segment_command(model_dir, scene, dtype, tmp_path, capsys, single_threa
     )
     assert np.array_equal(np.asarray(Image.open(output / "mask_000.png")) > 127, expected[0])
     automatic = ["segment", str(scene["image"]), "--model", model_dir, "--automatic", "--points-per-side", "2"]
+    automatic += ["--output", str(tmp_path / "automatic")]  # a new folder per run, not ./segment-output
     assert main(automatic + ["--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--dtype", dtype]) == 0
     assert "overlaid" in capsys.readouterr().out
 
@@ -215,7 +216,7 @@ def test_evaluate_command(model_dir, scene, dtype, tmp_path, capsys, single_thre
     low = json.loads((output / "summary.json").read_text())
     assert low["dtype"] == dtype and all(result["counts"]["evaluated"] == 3 for result in low["results"])
     # float32 in the same folder: the low-precision records are not reused for it, and the scores stay close.
-    assert main(args + ["--output", str(output)]) == 0
+    assert main(args + ["--output", str(output), "--overwrite"]) == 0
     full = json.loads((output / "summary.json").read_text())
     assert full["dtype"] == "float32"
     records = [json.loads(line) for line in (output / "samples.jsonl").read_text().splitlines()]

@@ -156,6 +156,38 @@ def test_compare_command_writes_table_plot_and_overlay(tmp_path, capsys, single_
 
     overlay = Image.open(output / study.OVERLAY_FILE)
     assert overlay.size[0] == 2 * 256 and overlay.size[1] > 2 * 256
+    assert "Paired IoU differences" in printed
+
+
+def test_compare_reports_paired_differences_with_intervals_and_plots_error_bars(tmp_path, capsys, single_thread):
+    """The table's paired differences against a direct computation from the per-sample IoU in results.json; the
+    plot's IoU axis spans 0-1 and every point has an error bar."""
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    folder = save_tiny_model(tmp_path / "model", **BA_ON)
+    output = tmp_path / "compare"
+    assert (
+        cli.main(["compare", "--model", folder, "--sizes", "64", "96", "--samples", "4", "--output", str(output)]) == 0
+    )
+    summary = json.loads((output / study.RESULTS_JSON).read_text())
+    table = (output / study.RESULTS_TABLE).read_text()
+    found = {(r["model"], r["size"]): r["per_sample"] for r in summary["results"]}
+    for size in (64, 96):
+        ba, off = found[("BA-SAM", size)], found[("SAM (BA off)", size)]
+        mean = float(np.mean([ba[key] - off[key] for key in ba]))
+        row = next(line for line in table.splitlines() if line.startswith(f"| {size} px | "))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert float(cells[1]) == pytest.approx(mean, abs=6e-5) and cells[3] == "4"
+        low, high = (float(value) for value in cells[2].strip("[]").split(","))
+        assert low <= mean <= high
+    figure = study.study_figure(summary)
+    iou_axis, difference_axis = figure.axes
+    assert iou_axis.get_ylim() == (0.0, 1.0)
+    bars = [item for item in iou_axis.containers if isinstance(item, ErrorbarContainer)]
+    assert len(bars) == 2 and all(bar.has_yerr for bar in bars)
+    assert difference_axis.get_ylim()[1] >= 0.05 and difference_axis.get_ylim()[0] <= -0.05
+    plt.close(figure)
 
 
 def test_compare_defaults_to_its_scales_of_the_training_size(tmp_path, monkeypatch):

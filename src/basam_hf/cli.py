@@ -9,6 +9,7 @@ keeps its traceback.
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .constants import (
+    AUTOMATIC_PROMPTS_PER_BATCH,
     BA_CHOICES,
     DEMO_MAX_FILE_SIZE,
     DEMO_MAX_PIXELS,
@@ -25,11 +27,21 @@ from .constants import (
     LOSSES,
     MASK_GENERATION_THRESHOLDS,
     MIXED_PRECISION,
+    POINTS_PER_SIDE,
+    SEGMENT_MAX_PIXELS,
     TRAIN_MODES,
 )
 
 # The BA fields that have a command-line option (`--bias-mode`, ...).
 BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coefficient_init")
+
+# What each writing command writes at the top of its output folder (glob patterns for `basam_hf.outputs`): a file of
+# someone else's with one of these names stops the command, even with --overwrite. Copies of the modules' file names.
+SEGMENT_OUTPUTS = ("mask_*.png", "overlay.png", "segment.json")
+COMPARE_OUTPUTS = ("runs", "results.json", "results.md", "miou_vs_size.png", "overlay.png")
+EVALUATE_OUTPUTS = ("samples.jsonl", "summary.json", "summary.md", "metrics_vs_size.png")
+FINETUNE_OUTPUTS = ("checkpoints", "logs", "best", "final", "excluded_train_samples.json", ".tmp-*", ".trash-*")
+MODEL_FOLDER_OUTPUTS = ("*",)  # a model folder holds nothing else: it is uploaded whole by `push`
 
 # What --size means for the commands that take one (the processor pads its input up to whole patches).
 SIZE_ROUNDING = (
@@ -83,16 +95,54 @@ def _model_with_settings(args: argparse.Namespace):
     return load_model_from_args(args).model if ba_settings_from_args(args) else args.model
 
 
-def _check_output_folder(path: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse to write a model into a file, or into a non-empty folder unless `overwrite`."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"the output {path} is a file, not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ValueError(
-            f"the output folder {path} is not empty: choose a new folder, or pass --overwrite to write into it "
-            "(files of the same name are replaced)"
-        )
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number above 0 (sizes, counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {value}")
+    return value
+
+
+def _is_main_process() -> bool:
+    """Whether this is the first process of a run started by `accelerate launch` / torchrun (or a plain run)."""
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
+def _prepare_output(args: argparse.Namespace, names: tuple[str, ...], inputs=(), resume: bool = False):
+    """`args.output` checked for `args.command` ([`basam_hf.outputs.prepare_output`]) before any heavy work."""
+    from .outputs import prepare_output
+
+    return prepare_output(
+        args.output, args.command, overwrite=args.overwrite, names=names, inputs=inputs, resume=resume
+    )
+
+
+@contextlib.contextmanager
+def _writing(folder, clear: bool):
+    """Within: the command writes into `folder` (an [`basam_hf.outputs.OutputFolder`]). Before, the earlier run's
+    outputs are removed (`clear`) or kept for reuse, and a note says which; after (also after a failure), the
+    folder's manifest records what is now the command's own. Only the main process of a multi-process run writes
+    these; the others wait for it."""
+    from .outputs import describe_replaced
+
+    main = _is_main_process()
+    if main:
+        earlier = folder.begin(clear)
+        note = describe_replaced(folder, earlier, "removed" if clear else "reusing (and updating)")
+        if note:
+            print(f"{note}", file=sys.stderr)
+    if os.environ.get("WORLD_SIZE", "1") not in ("1", ""):
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+    try:
+        yield
+    finally:
+        if main and folder.path.is_dir():
+            folder.finish()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -203,27 +253,31 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert_sam(args: argparse.Namespace) -> int:
-    _check_output_folder(args.output, args.overwrite)
+    folder = _prepare_output(args, MODEL_FOLDER_OUTPUTS, inputs=[args.source])
     from .conversion import convert_sam_to_basam
 
     settings = ba_settings_from_args(args)
-    model = convert_sam_to_basam(args.source, args.output, num_attention_heads=args.num_attention_heads, **settings)
+    with _writing(folder, clear=True):
+        model = convert_sam_to_basam(
+            args.source, args.output, num_attention_heads=args.num_attention_heads, **settings
+        )
     _print_converted(model, args.output)
     return 0
 
 
 def _convert_official(args: argparse.Namespace) -> int:
-    _check_output_folder(args.output, args.overwrite)
+    folder = _prepare_output(args, MODEL_FOLDER_OUTPUTS, inputs=[args.checkpoint])
     from .conversion import convert_official_checkpoint
 
-    model = convert_official_checkpoint(
-        args.checkpoint,
-        args.output,
-        image_size=args.image_size,
-        num_attention_heads=args.num_attention_heads,
-        drop_rel_pos=args.drop_rel_pos,
-        attention_scaling=args.attention_scaling,
-    )
+    with _writing(folder, clear=True):
+        model = convert_official_checkpoint(
+            args.checkpoint,
+            args.output,
+            image_size=args.image_size,
+            num_attention_heads=args.num_attention_heads,
+            drop_rel_pos=args.drop_rel_pos,
+            attention_scaling=args.attention_scaling,
+        )
     _print_converted(model, args.output)
     return 0
 
@@ -265,33 +319,48 @@ def _dataset_argument(args: argparse.Namespace):
     return load_coco_dataset(args.coco_annotations, args.images)
 
 
+def _check_sizes(args: argparse.Namespace, sizes, option: str, prompts: int = 1) -> None:
+    """Refuse input sizes whose estimated memory exceeds this machine's ([`basam_hf.limits.check_size`])."""
+    from .limits import check_size, read_model_config
+
+    config = read_model_config(args.model)
+    for size in sizes or ():
+        check_size(config, size, option, prompts)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    dataset = _dataset_argument(args)
+    inputs = [args.dataset, args.images, args.coco_annotations]
+    # Its records are keyed by settings: with --overwrite, files of its names (from Python, say) are resumed from.
+    folder = _prepare_output(args, EVALUATE_OUTPUTS, inputs=inputs, resume=args.overwrite)
+    _check_sizes(args, args.sizes, "--sizes", args.batch_size)
     from .evaluation import evaluate, markdown_table
     from .runtime import make_accelerator
 
     accelerator = make_accelerator(cpu=args.cpu)
-    summary = evaluate(
-        _model_with_settings(args),
-        _dataset_argument(args),
-        split=args.split,
-        preset=args.preset,
-        image_column=args.image_column,
-        mask_column=args.mask_column,
-        annotations_column=args.annotations_column,
-        sizes=args.sizes,
-        prompt=args.prompt,
-        protocol=args.protocol,
-        compare_sam=args.compare_sam,
-        batch_size=args.batch_size,
-        max_samples=args.max_samples,
-        output_dir=args.output,
-        seed=args.seed,
-        jitter=args.jitter,
-        negatives=args.negatives,
-        normalize_maps=args.normalize_maps,
-        accelerator=accelerator,
-        dtype=args.dtype,
-    )
+    with _writing(folder, clear=False):
+        summary = evaluate(
+            _model_with_settings(args),
+            dataset,
+            split=args.split,
+            preset=args.preset,
+            image_column=args.image_column,
+            mask_column=args.mask_column,
+            annotations_column=args.annotations_column,
+            sizes=args.sizes,
+            prompt=args.prompt,
+            protocol=args.protocol,
+            compare_sam=args.compare_sam,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            output_dir=args.output,
+            seed=args.seed,
+            jitter=args.jitter,
+            negatives=args.negatives,
+            normalize_maps=args.normalize_maps,
+            accelerator=accelerator,
+            dtype=args.dtype,
+        )
     if accelerator.is_main_process:
         print(markdown_table(summary), end="")
         print(f"Evaluated with {accelerator.num_processes} process(es) on {accelerator.device}.")
@@ -306,8 +375,8 @@ def add_evaluate_command(commands) -> None:
         help="evaluate a model on a segmentation dataset at several input sizes (runs under accelerate launch)",
         description="Zero-shot evaluation with prompts from the ground truth. Runs plainly or with several processes "
         "(`accelerate launch --multi_gpu --num_processes N -m basam_hf.cli evaluate ...`, also on CPU-only machines, "
-        "or torchrun): samples are sharded and each counted once. Reruns with the same --output resume from its "
-        "samples.jsonl.",
+        "or torchrun): samples are sharded and each counted once. A rerun with the same --output and --overwrite "
+        "resumes from its samples.jsonl.",
     )
     _add_model_arguments(evaluate)
     evaluate.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")
@@ -319,7 +388,7 @@ def add_evaluate_command(commands) -> None:
     evaluate.add_argument("--prompt", default=None, help="box (default) | point | points:k")
     evaluate.add_argument(
         "--sizes",
-        type=int,
+        type=_positive_int,
         nargs="+",
         default=None,
         help=f"input sizes (default: the model's). standard protocol: {SIZE_ROUNDING}; official: the image is "
@@ -330,6 +399,7 @@ def add_evaluate_command(commands) -> None:
     evaluate.add_argument("--max-samples", type=int, default=None)
     evaluate.add_argument("--batch-size", type=int, default=1, help="images per forward pass and process")
     evaluate.add_argument("--output", default="basam-hf-evaluation", help="output folder (default: %(default)s)")
+    _add_overwrite_option(evaluate, "; its per-sample records are reused where the settings match")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the prompts (per sample, process-independent)")
     evaluate.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
     evaluate.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
@@ -346,9 +416,14 @@ def add_evaluate_command(commands) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from .study import OVERLAY_FILE, PLOT_FILE, RESULTS_TABLE, compare
 
+    folder = _prepare_output(args, COMPARE_OUTPUTS, resume=args.overwrite)  # cached results are keyed, as evaluate's
+    _check_sizes(args, args.sizes, "--sizes")
     seed = {} if args.seed is None else {"seed": args.seed}
     model = _model_with_settings(args)
-    summary = compare(model, args.sizes, num_samples=args.samples, output_dir=args.output, dtype=args.dtype, **seed)
+    with _writing(folder, clear=False):
+        summary = compare(
+            model, args.sizes, num_samples=args.samples, output_dir=args.output, dtype=args.dtype, **seed
+        )
     print((Path(args.output) / RESULTS_TABLE).read_text(encoding="utf-8"), end="")
     seconds = sum(result["seconds"] for result in summary["results"])
     print(
@@ -369,67 +444,71 @@ def add_compare_command(commands) -> None:
     _add_model_arguments(compare)
     compare.add_argument(
         "--sizes",
-        type=int,
+        type=_positive_int,
         nargs="+",
         default=None,
         help=f"input sizes (default: 1x, 1.5x, 2x the training size); {SIZE_ROUNDING}",
     )
-    compare.add_argument("--samples", type=int, default=8, help="scenes per size (default: %(default)s)")
+    compare.add_argument("--samples", type=_positive_int, default=8, help="scenes per size (default: %(default)s)")
     compare.add_argument("--seed", type=int, default=None, help="scene seed (default: the held-out test scenes)")
     compare.add_argument("--output", default="basam-compare", help="output folder (default: %(default)s)")
+    _add_overwrite_option(compare, "; its cached results (runs/) are reused where model and settings match")
     compare.set_defaults(func=_compare)
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    inputs = [args.model, args.dataset, args.val_dataset, args.images, args.coco_annotations]
+    folder = _prepare_output(args, FINETUNE_OUTPUTS, inputs=inputs, resume=args.resume is True)
     from .training import finetune
 
     try:
-        result = finetune(
-            args.model,
-            _dataset_argument(args),
-            output_dir=args.output,
-            split=args.split,
-            preset=args.preset,
-            image_column=args.image_column,
-            mask_column=args.mask_column,
-            annotations_column=args.annotations_column,
-            max_train_samples=args.max_train_samples,
-            val_dataset=args.val_dataset,
-            val_split=args.val_split,
-            val_max_samples=args.val_max_samples,
-            val_sizes=args.val_sizes,
-            val_prompt=args.val_prompt,
-            val_metric=args.val_metric,
-            eval_steps=args.eval_steps,
-            eval_batch_size=args.eval_batch_size,
-            train_sizes=args.train_sizes,
-            prompt=args.prompt,
-            jitter=args.jitter,
-            negatives=args.negatives,
-            train=args.train,
-            loss=args.loss,
-            learning_rate=args.lr,
-            weight_decay=args.weight_decay,
-            lr_step_epochs=args.lr_step_epochs,
-            lr_gamma=args.lr_gamma,
-            max_grad_norm=args.max_grad_norm,
-            batch_size=args.batch_size,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            mixed_precision=args.mixed_precision,
-            epochs=args.epochs,
-            max_steps=args.max_steps,
-            seed=args.seed,
-            save_steps=args.save_steps,
-            keep_last=args.keep_last,
-            resume=args.resume,
-            ba_settings=ba_settings_from_args(args),
-            num_workers=args.num_workers,
-            log_with=args.log_with,
-            license=args.license,
-            push_to_hub=args.push_to_hub,
-            private=args.private,
-            cpu=args.cpu,
-        )
+        with _writing(folder, clear=args.resume is False):
+            result = finetune(
+                args.model,
+                _dataset_argument(args),
+                output_dir=args.output,
+                split=args.split,
+                preset=args.preset,
+                image_column=args.image_column,
+                mask_column=args.mask_column,
+                annotations_column=args.annotations_column,
+                max_train_samples=args.max_train_samples,
+                val_dataset=args.val_dataset,
+                val_split=args.val_split,
+                val_max_samples=args.val_max_samples,
+                val_sizes=args.val_sizes,
+                val_prompt=args.val_prompt,
+                val_metric=args.val_metric,
+                eval_steps=args.eval_steps,
+                eval_batch_size=args.eval_batch_size,
+                train_sizes=args.train_sizes,
+                prompt=args.prompt,
+                jitter=args.jitter,
+                negatives=args.negatives,
+                train=args.train,
+                loss=args.loss,
+                learning_rate=args.lr,
+                weight_decay=args.weight_decay,
+                lr_step_epochs=args.lr_step_epochs,
+                lr_gamma=args.lr_gamma,
+                max_grad_norm=args.max_grad_norm,
+                batch_size=args.batch_size,
+                gradient_accumulation_steps=args.gradient_accumulation_steps,
+                mixed_precision=args.mixed_precision,
+                epochs=args.epochs,
+                max_steps=args.max_steps,
+                seed=args.seed,
+                save_steps=args.save_steps,
+                keep_last=args.keep_last,
+                resume=args.resume,
+                ba_settings=ba_settings_from_args(args),
+                num_workers=args.num_workers,
+                log_with=args.log_with,
+                license=args.license,
+                push_to_hub=args.push_to_hub,
+                private=args.private,
+                cpu=args.cpu,
+            )
     except KeyboardInterrupt:
         print("basam-hf finetune: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
         return 130
@@ -468,14 +547,14 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--val-dataset", default=None, help="validation data (default: --dataset with --val-split)")
     finetune.add_argument("--val-split", default=None, help="validation split; without it and --val-dataset: none")
     finetune.add_argument("--val-max-samples", type=int, default=None)
-    finetune.add_argument("--val-sizes", type=int, nargs="+", default=None, help="default: the train sizes")
+    finetune.add_argument("--val-sizes", type=_positive_int, nargs="+", default=None, help="default: the train sizes")
     finetune.add_argument("--val-prompt", default=None, help="validation prompt (default: --prompt)")
     finetune.add_argument("--val-metric", default="iou", help="metric choosing best/ (default: %(default)s)")
     finetune.add_argument("--eval-steps", type=int, default=None, help="validate every N steps (default: save steps)")
     finetune.add_argument("--eval-batch-size", type=int, default=1, help="validation images per forward pass")
     finetune.add_argument(
         "--train-sizes",
-        type=int,
+        type=_positive_int,
         nargs="+",
         default=None,
         help=f"input sizes, one drawn per batch (default: the model's); {SIZE_ROUNDING}",
@@ -503,7 +582,8 @@ def add_finetune_command(commands) -> None:
         nargs="?",
         const=True,
         default=False,
-        help="continue from the latest checkpoint in --output (or from the given checkpoint / run folder)",
+        help="continue from the latest checkpoint in --output (or from the given checkpoint / run folder); "
+        "continuing in --output needs no --overwrite",
     )
     finetune.add_argument("--num-workers", type=int, default=0, help="data loader workers")
     finetune.add_argument(
@@ -517,7 +597,10 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="push best/ (else final/) at the end")
     finetune.add_argument("--private", action="store_true", help="create the Hub repo as private")
     finetune.add_argument("--cpu", action="store_true", help="train on CPU even if an accelerator is available")
-    finetune.add_argument("--output", required=True, help="output folder")
+    finetune.add_argument(
+        "--output", required=True, help="output folder (new or empty, unless --overwrite / --resume)"
+    )
+    _add_overwrite_option(finetune, " (a new run: the earlier run's checkpoints go)")
     add_coco_options(finetune)
     finetune.set_defaults(func=_finetune)
 
@@ -555,16 +638,42 @@ def add_push_command(commands) -> None:
     push.set_defaults(func=_push)
 
 
-def _segment(args: argparse.Namespace) -> int:
-    if not (args.box or args.point or args.negative_point or args.automatic):
+def _check_segment_arguments(args: argparse.Namespace) -> None:
+    """The prompt combinations `segment` accepts: prompts, or --automatic alone."""
+    prompts = [name for name in ("box", "point", "negative_point") if getattr(args, name)]
+    if not prompts and not args.automatic:
         raise ValueError("give --box, --point or --automatic")
-    from PIL import Image
+    if prompts and args.automatic:
+        given = ", ".join("--" + name.replace("_", "-") for name in prompts)
+        raise ValueError(f"--automatic prompts the model with a grid of points: it takes no {given} (drop one)")
+    if not args.automatic:
+        options = [
+            name
+            for name in ("points_per_side", "pred_iou_thresh", "stability_score_thresh")
+            if getattr(args, name) is not None
+        ]
+        if options:
+            given = ", ".join("--" + name.replace("_", "-") for name in options)
+            raise ValueError(f"{given} set(s) --automatic mask generation: add --automatic, or drop it")
 
-    from .segment import check_prompts, generate_masks, save_masks, segment_image
 
-    image = Image.open(args.image)
-    image.load()
-    boxes = points = None
+def _shown_iou(score: float) -> str:
+    """A predicted IoU for the screen: within [0, 1], where an IoU lies (SAM's IoU head is a regression and can
+    overshoot, e.g. 1.043); the raw value is kept in segment.json."""
+    return f"{min(max(float(score), 0.0), 1.0):.3f}"
+
+
+def _segment(args: argparse.Namespace) -> int:
+    _check_segment_arguments(args)
+    folder = _prepare_output(args, SEGMENT_OUTPUTS, inputs=[args.image])
+    if args.size is not None:
+        prompts = AUTOMATIC_PROMPTS_PER_BATCH if args.automatic else max(1, len(args.box or []))
+        _check_sizes(args, [args.size], "--size", prompts)
+    from .limits import open_image
+    from .segment import check_prompts, generate_masks, mask_generation_kwargs, save_masks, segment_image
+
+    image = open_image(args.image, args.max_pixels, hint="pass --max-pixels")
+    boxes = points = labels = None
     if not args.automatic:
         points = list(args.point or []) + list(args.negative_point or [])
         labels = [1] * len(args.point or []) + [0] * len(args.negative_point or [])
@@ -573,25 +682,43 @@ def _segment(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"basam-hf segment: note: {note}", file=sys.stderr)
     model, processor, _ = load_model_from_args(args)
+    record = {"image": str(args.image), "size": args.size}
     if args.automatic:
-        masks, scores = generate_masks(
-            model,
-            processor,
-            image,
-            size=args.size,
-            points_per_side=args.points_per_side,
-            pred_iou_thresh=args.pred_iou_thresh,
-            stability_score_thresh=args.stability_score_thresh,
+        points_per_side = args.points_per_side or POINTS_PER_SIDE
+        thresholds = mask_generation_kwargs(
+            model, pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh
         )
+        masks, scores = generate_masks(
+            model, processor, image, size=args.size, points_per_side=points_per_side, **thresholds
+        )
+        record["automatic"] = {"points_per_side": points_per_side, **thresholds}
     else:
         masks, scores = segment_image(
             model, processor, image, boxes=boxes, points=points, labels=labels or None, size=args.size
         )
-    paths = save_masks(masks, image, args.output)
+        record["prompts"] = {"boxes": boxes, "points": points, "labels": labels or None}
+    with _writing(folder, clear=True):
+        paths = save_masks(masks, image, args.output, boxes=boxes, points=points, labels=labels)
+        record["masks"] = [{"file": path.name, "predicted_iou": float(score)} for path, score in zip(paths, scores)]
+        _write_json(Path(args.output) / "segment.json", record)
     for path, score in zip(paths, scores):
-        print(f"{path}  (predicted IoU {score:.3f})")
-    print(f"{paths[-1]}  ({len(masks)} mask(s) overlaid)")
+        print(f"{path}  (predicted IoU {_shown_iou(score)})")
+    if args.automatic:
+        settings = record["automatic"]
+        print(
+            f"{len(masks)} mask(s) from a {points_per_side}x{points_per_side} grid of point prompts, kept at "
+            f"pred_iou_thresh {settings['pred_iou_thresh']:g} and stability_score_thresh "
+            f"{settings['stability_score_thresh']:g} (--points-per-side, --pred-iou-thresh, --stability-score-thresh)"
+        )
+    print(f"{paths[-1]}  ({len(masks)} mask(s) overlaid, prompts drawn); raw scores in segment.json")
     return 0
+
+
+def _write_json(path: Path, value) -> None:
+    """`value` as JSON at `path`, written to a temporary name and renamed: complete or absent."""
+    partial = path.with_name(f".tmp-{path.name}")
+    partial.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 def add_segment_command(commands) -> None:
@@ -601,16 +728,24 @@ def add_segment_command(commands) -> None:
         help="segment an image from box / point prompts or automatically; writes mask PNGs and an overlay",
         description="Prompts are in pixels of the original image. A box or point entirely outside the image, or a "
         "box with X2 <= X1 or Y2 <= Y1, is refused; a box reaching outside the image is clipped to it (with a note). "
-        "Writes OUTPUT/mask_000.png, mask_001.png, ... (0/255) and OUTPUT/overlay.png, after removing the masks and "
-        "overlay of an earlier run from OUTPUT.",
+        "Writes OUTPUT/mask_000.png, mask_001.png, ... (0/255), OUTPUT/overlay.png (masks and prompts) and "
+        "OUTPUT/segment.json (prompts, settings, each mask's raw predicted IoU) into a new or empty folder; with "
+        "--overwrite, an earlier segment run's files there are replaced and nothing else is touched.",
     )
     segment.add_argument("image", help="image file")
     _add_model_arguments(segment)
     segment.add_argument("--box", nargs=4, type=float, action="append", metavar=("X1", "Y1", "X2", "Y2"))
     segment.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"), help="object point")
     segment.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"))
-    segment.add_argument("--automatic", action="store_true", help="automatic mask generation (a grid of points)")
-    segment.add_argument("--points-per-side", type=int, default=16)
+    segment.add_argument(
+        "--automatic", action="store_true", help="automatic mask generation (a grid of points; takes no prompts)"
+    )
+    segment.add_argument(
+        "--points-per-side",
+        type=_positive_int,
+        default=None,
+        help=f"grid of --automatic: N x N point prompts (default: {POINTS_PER_SIDE})",
+    )
     thresholds = "default: the model's recommended one (config `mask_generation`), else the pipeline's %s"
     segment.add_argument(
         "--pred-iou-thresh", type=float, help=thresholds % MASK_GENERATION_THRESHOLDS["pred_iou_thresh"]
@@ -621,9 +756,20 @@ def add_segment_command(commands) -> None:
         help=thresholds % MASK_GENERATION_THRESHOLDS["stability_score_thresh"],
     )
     segment.add_argument(
-        "--size", type=int, default=None, help=f"model input size (default: the model's); {SIZE_ROUNDING}"
+        "--size",
+        type=_positive_int,
+        default=None,
+        help=f"model input size (default: the model's); {SIZE_ROUNDING}. A size whose estimated memory exceeds "
+        "this machine's is refused",
+    )
+    segment.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=SEGMENT_MAX_PIXELS,
+        help="largest image read, in pixels (default: %(default)s; checked from the file header)",
     )
     segment.add_argument("--output", default="segment-output", help="output folder (default: %(default)s)")
+    _add_overwrite_option(segment)
     segment.set_defaults(func=_segment)
 
 
@@ -702,11 +848,12 @@ def add_convert_commands(commands) -> None:
     official.set_defaults(func=_convert_official)
 
 
-def _add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+def _add_overwrite_option(parser: argparse.ArgumentParser, more: str = "") -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="write into a non-empty output folder (files of the same name are replaced); without it, refused",
+        help="write into a non-empty output folder, replacing only what an earlier run of this command wrote there "
+        f"(its manifest, .basam-hf-outputs.json){more}; other files stay. Without it, a non-empty folder is refused",
     )
 
 
@@ -782,9 +929,45 @@ def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with its errors on one line, `basam-hf COMMAND: error: ...` (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _left_over_message(parser: argparse.ArgumentParser, command: str | None, argv: list[str], extra: list[str]) -> str:
+    """argparse's `unrecognized arguments` for values after an option that takes a fixed number of them
+    (`--point 1 2 3`), said of that option."""
+    subparser = parser._subparsers._group_actions[0].choices.get(command) if command else None
+    actions = subparser._option_string_actions if subparser is not None else {}
+
+    def is_option(token: str) -> bool:
+        return token.startswith("-") and not _is_number(token)
+
+    for index, token in enumerate(argv):
+        if not is_option(token) or token not in actions or not isinstance(actions[token].nargs, int):
+            continue
+        values = list(itertools.takewhile(lambda item: not is_option(item), argv[index + 1 :]))
+        nargs = actions[token].nargs
+        if len(values) > nargs and values[nargs] == extra[0]:
+            metavar = actions[token].metavar
+            names = f" ({' '.join(metavar)})" if isinstance(metavar, tuple) else ""
+            return f"argument {token}: takes {nargs} values{names}, got {len(values)}: {' '.join(values)}"
+    return f"unrecognized arguments: {' '.join(extra)}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; building it imports nothing heavy."""
-    parser = argparse.ArgumentParser(prog="basam-hf", description="BA-SAM for Hugging Face transformers.")
+    parser = OneLineErrorParser(prog="basam-hf", description="BA-SAM for Hugging Face transformers.")
     parser.add_argument("--version", action="version", version=f"basam-hf {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = commands.add_parser(
@@ -813,7 +996,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run a command; an expected failure prints `basam-hf COMMAND: error: MESSAGE` (one line) and returns 1."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = getattr(args, "command", None)
+        prog = f"basam-hf {command}" if command else "basam-hf"
+        parser.exit(2, f"{prog}: error: {_left_over_message(parser, command, argv, extra)} (see {prog} --help)\n")
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

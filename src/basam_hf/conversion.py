@@ -14,9 +14,10 @@ from transformers.models.sam.configuration_sam import SamMaskDecoderConfig
 
 from .bias import attention_scale_factor
 from .configuration_basam import BaSamConfig
+from .hub import resolve_model
 from .modeling_basam import BaSamModel
 from .pos_embed import resize_position_embeddings
-from .processing_basam import normalisation_settings, processor_for_model
+from .processing_basam import normalisation_settings, processor_for_model, save_pretrained_with_processor
 
 # Parameters that BA-SAM adds to SAM; the only keys a SAM checkpoint may lack. Initialised as documented in
 # BaSamVisionConfig: coefficient = coefficient_init (0.1), slopes = ALiBi slopes * bias_slope_scale.
@@ -39,7 +40,8 @@ def convert_sam_to_basam(
     loaded.
 
     Args:
-        source: a `SamModel` (or BA-SAM) checkpoint, e.g. `"facebook/sam-vit-base"` or a local folder; or a file of
+        source: a `SamModel` (or BA-SAM) checkpoint, e.g. `"facebook/sam-vit-base"` or a local folder; `"default"`
+            is the model embedded in basam-hf (so `convert-sam default OUT` saves it as a folder); or a file of
             Meta's segment-anything (`sam_vit_b_01ec64.pth`, ...), converted by
             [`convert_segment_anything_checkpoint`].
         output_dir: if given, save the converted model there (safetensors, config with `auto_map`, code files) with
@@ -60,6 +62,7 @@ def convert_sam_to_basam(
             f"num_attention_heads applies to segment-anything checkpoint files only; {source} has a config that "
             "sets it."
         )
+    source = resolve_model(source)
     model, info = BaSamModel.from_pretrained(source, output_loading_info=True, **ba_settings)
     not_loaded = sorted(key for key in info["missing_keys"] if not is_ba_parameter(key))
     unexpected = sorted(info["unexpected_keys"])
@@ -152,8 +155,7 @@ def _save_converted(model: BaSamModel, output_dir: str | os.PathLike, **processo
     """Save the model (safetensors, config with `auto_map`, code files) and a [`BaSamProcessor`] next to it, so
     pipelines work on the output folder at any input size and without torchvision (SAM's processors need it for mask
     generation)."""
-    model.save_pretrained(output_dir)
-    processor_for_model(model, **processor_settings).save_pretrained(output_dir)
+    save_pretrained_with_processor(model, str(output_dir), processor=processor_for_model(model, **processor_settings))
 
 
 def _source_processor_settings(source: str | os.PathLike) -> dict:

@@ -7,11 +7,13 @@ A pushed folder must load for people without basam-hf: [`push_to_hub`] refuses a
 """
 
 import ast
+import contextlib
 import glob
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,11 +190,11 @@ def render_model_card(
     )
 
 
-def write_model_card(folder: str | os.PathLike, **card_kwargs) -> Path:
-    """Render a card for the model saved in `folder` (its `config.json`) and save it as `folder/README.md`.
-    `card_kwargs` go to [`render_model_card`]; `model_name` defaults to the folder name."""
+def write_model_card(folder: str | os.PathLike, config_folder: str | os.PathLike | None = None, **card_kwargs) -> Path:
+    """Render a card for the model saved in `folder` (its `config.json`, or that of `config_folder`) and save it as
+    `folder/README.md`. `card_kwargs` go to [`render_model_card`]; `model_name` defaults to the folder name."""
     folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((Path(config_folder or folder) / "config.json").read_text(encoding="utf-8"))
     card_kwargs.setdefault("model_name", folder.resolve().name)
     card = render_model_card(config, **card_kwargs)
     path = folder / MODEL_CARD_FILE
@@ -444,8 +446,9 @@ def push_to_hub(
 
     The repo is created if missing (`create_repo(exist_ok=True)`, `private` applies to a new repo). A folder without
     `README.md` gets a card rendered from its config, and a basam-hf card naming another model or a local folder is
-    pointed at `repo_id` ([`retarget_model_card`]); both are written into the folder, except in a dry run. With
-    `dry_run`, nothing is written or sent: the result lists exactly the files that would be uploaded.
+    pointed at `repo_id` ([`retarget_model_card`]); both go into the upload only: the folder itself is never written
+    (the upload is made from a staging folder of links, [`_staged`]), so a failed push leaves it as it was. With
+    `dry_run`, nothing is sent: the result lists exactly the files that would be uploaded.
 
     Args:
         api: a `huggingface_hub.HfApi` (default: a new one, using the token of `hf auth login` / `HF_TOKEN`).
@@ -465,25 +468,51 @@ def push_to_hub(
     if dry_run:
         return PushResult(repo_id, files, dry_run=True, **card_changes)
     api = api if api is not None else _default_api()
-    if generated_card:
-        write_model_card(folder, repo_id=repo_id, model_name=repo_id.split("/")[-1])
-    elif retargeted is not None:
-        retargeted.save(str(folder / MODEL_CARD_FILE))
-    try:
-        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        target = getattr(repo_url, "repo_id", None) or repo_id
-        # Exact names (escaped: fnmatch would read `[` as a pattern), so the upload is the list checked above.
-        commit = api.upload_folder(
-            repo_id=target,
-            folder_path=str(folder),
-            commit_message=commit_message,
-            allow_patterns=[glob.escape(name) for name in files],
-            repo_type="model",
-        )
-    except Exception as error:
-        raise _push_error(error, repo_id) from error
+    new_card = generated_card or retargeted is not None
+    with (
+        _staged(folder, [name for name in files if name != MODEL_CARD_FILE]) if new_card else _as_is(folder) as staging
+    ):
+        if generated_card:
+            write_model_card(staging, repo_id=repo_id, model_name=repo_id.split("/")[-1], config_folder=folder)
+        elif retargeted is not None:
+            retargeted.save(str(staging / MODEL_CARD_FILE))
+        try:
+            repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            target = getattr(repo_url, "repo_id", None) or repo_id
+            # Exact names (escaped: fnmatch would read `[` as a pattern), so the upload is the list checked above.
+            commit = api.upload_folder(
+                repo_id=target,
+                folder_path=str(staging),
+                commit_message=commit_message,
+                allow_patterns=[glob.escape(name) for name in files],
+                repo_type="model",
+            )
+        except Exception as error:
+            raise _push_error(error, repo_id) from error
     commit_url = getattr(commit, "commit_url", None)
     return PushResult(target, files, dry_run=False, commit_url=commit_url, **card_changes)
+
+
+@contextlib.contextmanager
+def _as_is(folder: Path) -> Iterator[Path]:
+    """The folder itself, uploaded as it is (its own card, unchanged)."""
+    yield folder
+
+
+@contextlib.contextmanager
+def _staged(folder: Path, files: Sequence[str]) -> Iterator[Path]:
+    """A temporary folder holding `files` of `folder` as symbolic links (nothing is copied), for an upload whose
+    model card differs from the folder's: `files` leaves the card out, and it is written into the staging folder (a
+    file of its own, not through a link into `folder`), so a failed push leaves `folder` as it was. Removed
+    afterwards."""
+    with tempfile.TemporaryDirectory(prefix="basam-hf-push-") as staging:
+        staging = Path(staging)
+        for name in files:
+            source = folder / name
+            if source.is_file():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).symlink_to(source.resolve())
+        yield staging
 
 
 def _push_error(error: Exception, repo_id: str) -> Exception:

@@ -10,8 +10,10 @@ Imports only numpy, torch and transformers, so that `save_pretrained` ships this
 """
 
 import numbers
+import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -363,11 +365,23 @@ def save_pretrained_with_processor(
 ) -> BaSamProcessor:
     """Save `model` and a processor for it (by default [`processor_for_model`]) to `save_directory`, so that
     `pipeline("mask-generation", model=save_directory, trust_remote_code=True)` and `AutoProcessor` find both.
-    `kwargs` go to `model.save_pretrained`. Returns the processor."""
+    `kwargs` go to `model.save_pretrained`. The weights get the file mode of the other files (see
+    [`_follow_umask`]). Returns the processor."""
     model.save_pretrained(save_directory, **kwargs)
     processor = processor if processor is not None else processor_for_model(model, size)
     processor.save_pretrained(save_directory)
+    _follow_umask(save_directory)
     return processor
+
+
+def _follow_umask(directory: str | os.PathLike) -> None:
+    """Give the weight files of `directory` the mode a new file gets under the umask (0644 under the usual 022):
+    safetensors writes them through a private temporary file, so they arrive as 0600 while the config and code files
+    next to them follow the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in Path(directory).glob("*.safetensors"):
+        os.chmod(path, 0o666 & ~umask)
 
 
 _DERIVED_KEYS = ("pad_size", "mask_size", "mask_pad_size")

@@ -1,7 +1,6 @@
 """Segmenting one image: from box / point prompts, or automatic mask generation, at any input size."""
 
 import math
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -9,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from .constants import MASK_GENERATION_THRESHOLDS
+from .constants import AUTOMATIC_PROMPTS_PER_BATCH, MASK_GENERATION_THRESHOLDS, POINTS_PER_SIDE
 from .data import to_rgb
 
 # Prompt coordinates go to the model in float32 whatever its dtype: SAM's prompt encoder normalises them by the input
@@ -30,6 +29,12 @@ OVERLAY_COLORS = (
     (213, 94, 0),
     (204, 121, 167),
 )
+# Prompt markers: object points, background points.
+POSITIVE_COLOR = (0, 200, 70)
+NEGATIVE_COLOR = (230, 30, 30)
+# The grid of automatic mask generation (`POINTS_PER_SIDE`, for `basam-hf segment --automatic`, [`generate_masks`] and
+# examples/pipeline_usage.py) is SAM's automatic generator's 32: transformers' pipeline called without
+# `points_per_crop` uses 64, four times the prompts, and so finds other masks.
 
 
 def _coordinates(values: Sequence[float], count: int, what: str) -> list[float]:
@@ -178,8 +183,8 @@ def generate_masks(
     image: Image.Image,
     *,
     size: int | None = None,
-    points_per_side: int = 32,
-    points_per_batch: int = 16,
+    points_per_side: int = POINTS_PER_SIDE,
+    points_per_batch: int = AUTOMATIC_PROMPTS_PER_BATCH,
     **pipeline_kwargs,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Automatic mask generation (a `points_per_side` x `points_per_side` grid of point prompts, filtered and
@@ -277,33 +282,81 @@ def float32_outputs(model) -> Iterator[None]:
         handle.remove()
 
 
+def _contrasting_order(image: np.ndarray) -> list[tuple[int, int, int]]:
+    """`OVERLAY_COLORS`, farthest from the image's mean colour first: the first mask stands out on golden, green or
+    blue subjects alike."""
+    mean = image.reshape(-1, 3).mean(axis=0)
+    return sorted(OVERLAY_COLORS, key=lambda color: -float(np.abs(np.asarray(color) - mean).sum()))
+
+
+def _edge(mask: np.ndarray) -> np.ndarray:
+    """The pixels of `mask` with a 4-neighbour outside it."""
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
 def overlay_masks(image: Image.Image, masks: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The image with each mask blended in a colour of its own and its outline drawn."""
+    """The image with each mask blended in a colour of its own (the first one the farthest from the image's mean
+    colour) and a two-tone outline inside its edge (white, then black), visible on light and dark images alike.
+    Pixels outside the masks are unchanged."""
     canvas = np.asarray(to_rgb(image), dtype=np.float32).copy()
+    colors = _contrasting_order(canvas)
     for index, mask in enumerate(masks):
-        color = np.asarray(OVERLAY_COLORS[index % len(OVERLAY_COLORS)], dtype=np.float32)
+        color = np.asarray(colors[index % len(colors)], dtype=np.float32)
         canvas[mask] = (1 - alpha) * canvas[mask] + alpha * color
-        inner = mask.copy()
-        inner[1:, :] &= mask[:-1, :]
-        inner[:-1, :] &= mask[1:, :]
-        inner[:, 1:] &= mask[:, :-1]
-        inner[:, :-1] &= mask[:, 1:]
-        canvas[mask & ~inner] = color
+        edge = _edge(mask)
+        canvas[edge] = 255.0
+        canvas[_edge(mask & ~edge)] = 0.0
     return Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
 
 
-def save_masks(masks: np.ndarray, image: Image.Image, output_dir: str | Path, stem: str = "mask") -> list[Path]:
+def draw_prompts(
+    image: Image.Image,
+    boxes: Sequence[Sequence[float]] | None = None,
+    points: Sequence[Sequence[float]] | None = None,
+    labels: Sequence[int] | None = None,
+) -> Image.Image:
+    """A copy of `image` with the prompts drawn: boxes as a two-tone outline (black, white inside), object points as
+    green discs and background points as red squares, both ringed in white (a different shape, not only a different
+    colour)."""
+    canvas = to_rgb(image).copy()
+    draw = ImageDraw.Draw(canvas)
+    radius = max(3, round(0.012 * max(canvas.size)))
+    line = max(1, radius // 3)
+    for x1, y1, x2, y2 in boxes or ():
+        draw.rectangle([x1 - line, y1 - line, x2 + line, y2 + line], outline=(0, 0, 0), width=line)
+        draw.rectangle([x1, y1, x2, y2], outline=(255, 255, 255), width=line)
+    labels = [1] * len(points or ()) if labels is None else labels
+    for (x, y), label in zip(points or (), labels):
+        corners = [x - radius, y - radius, x + radius, y + radius]
+        if label == 1:
+            draw.ellipse(corners, fill=POSITIVE_COLOR, outline=(255, 255, 255), width=line)
+        else:
+            draw.rectangle(corners, fill=NEGATIVE_COLOR, outline=(255, 255, 255), width=line)
+    return canvas
+
+
+def save_masks(
+    masks: np.ndarray,
+    image: Image.Image,
+    output_dir: str | Path,
+    stem: str = "mask",
+    *,
+    boxes: Sequence[Sequence[float]] | None = None,
+    points: Sequence[Sequence[float]] | None = None,
+    labels: Sequence[int] | None = None,
+) -> list[Path]:
     """Write `stem_000.png`, `stem_001.png`, ... (0/255; at least 3 digits, so the names sort in order) and
-    `overlay.png` into `output_dir`; return the paths written. The masks and overlay of an earlier run in
-    `output_dir` (`stem_<digits>.png`, `overlay.png`) are removed first, so the folder holds exactly this run's."""
+    `overlay.png` (the masks, then the prompts, [`draw_prompts`]) into `output_dir`; return the paths written. Files
+    of the same name are replaced: the command line decides first whether it may ([`basam_hf.outputs`])."""
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"The output {output_dir} is a file, not a folder.")
     output_dir.mkdir(parents=True, exist_ok=True)
-    earlier = re.compile(rf"{re.escape(stem)}_\d+\.png")
-    for path in output_dir.iterdir():
-        if path.is_file() and (earlier.fullmatch(path.name) or path.name == "overlay.png"):
-            path.unlink()
     digits = max(3, len(str(len(masks) - 1)))
     paths = []
     for index, mask in enumerate(masks):
@@ -311,5 +364,5 @@ def save_masks(masks: np.ndarray, image: Image.Image, output_dir: str | Path, st
         Image.fromarray(mask.astype(np.uint8) * 255).save(path)
         paths.append(path)
     overlay = output_dir / "overlay.png"
-    overlay_masks(image, masks).save(overlay)
+    draw_prompts(overlay_masks(image, masks), boxes, points, labels).save(overlay)
     return paths + [overlay]

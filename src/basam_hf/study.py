@@ -6,8 +6,9 @@ Each size gets its own rendering of the same scenes (`basam_hf.synthetic`: a sce
 the square of the size, as for a photo taken at a higher resolution. Prompts are boxes from the ground truth.
 
 [`run_study`] evaluates every (variant, size) with [`basam_hf.evaluation.evaluate`], keeps one JSON per pair in the
-output folder (a rerun reuses them: long studies resume), and writes `results.md` (a table of mIoU, sizes across),
-`results.json` and `miou_vs_size.png`. [`overlay_grid`] draws one scene's predicted masks per variant and size.
+output folder (a rerun reuses them: long studies resume), and writes `results.md` (a table of mIoU, sizes across,
+and for two variants their paired differences per size with bootstrap intervals), `results.json` and
+`miou_vs_size.png` (mean IoU with error bars on a 0-1 axis, and the paired differences). [`overlay_grid`] draws one scene's predicted masks per variant and size.
 """
 
 import contextlib
@@ -25,11 +26,11 @@ from PIL import Image, ImageDraw
 
 from .constants import BA_FIELDS
 from .data import SegmentationDataset, mask_box
-from .evaluation import build_summary, dtype_name, evaluate, plot_metrics, weights_fingerprint
+from .evaluation import build_summary, dtype_name, evaluate, weights_fingerprint
 from .intervals import mean_with_interval
 from .loading import BA_OFF, as_model, ba_variant, load_processor, resolve_dtype
 from .metrics import binary_iou
-from .segment import overlay_masks, segment_image
+from .segment import draw_prompts, overlay_masks, segment_image
 from .synthetic import dataset_seeds, render_sample, synthetic_segmentation_dataset
 
 # The default model's held-out test scenes (scripts/train_default_model.py never trains on them).
@@ -244,27 +245,123 @@ def study_table(summary: dict, metric: str = "iou") -> str:
     return "\n".join(lines) + "\n"
 
 
+def difference_table(summary: dict, variant: str, baseline: str, confidence: float = 0.95) -> str:
+    """A Markdown table: per size, the mean paired IoU difference `variant - baseline` over the same samples, with
+    its bootstrap interval ([`paired_difference`]) and whether the interval excludes 0."""
+    sizes = sorted({result["size"] for result in summary["results"]})
+    lines = [
+        f"| size | {variant} − {baseline} | {confidence:.0%} interval | samples | |",
+        "|---:|---:|---|---:|---|",
+    ]
+    for size in sizes:
+        d = paired_difference(summary, variant, baseline, size, confidence)
+        verdict = "within noise" if d["low"] <= 0 <= d["high"] else ("gain" if d["low"] > 0 else "loss")
+        lines.append(f"| {size} px | {d['mean']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | {d['n']} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _paired_variants(summary: dict) -> tuple[str, str] | None:
+    """The first two variants, when every result of both keeps per-sample IoU (a paired comparison is possible)."""
+    names = list(dict.fromkeys(result["model"] for result in summary["results"]))
+    if len(names) < 2:
+        return None
+    if not all(result.get("per_sample") for result in summary["results"] if result["model"] in names[:2]):
+        return None
+    return names[0], names[1]
+
+
+def plot_study(summary: dict, path: str | os.PathLike, confidence: float = 0.95) -> None:
+    """Save [`study_figure`] as `path` (`miou_vs_size.png`)."""
+    import matplotlib.pyplot as plt
+
+    figure = study_figure(summary, confidence)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def study_figure(summary: dict, confidence: float = 0.95):
+    """A matplotlib figure: mean IoU per size and variant with bootstrap error bars, on an axis from 0 to 1 (so a
+    difference looks as large as it is); and, for two variants, their paired difference per size with its interval,
+    around a zero line, on an axis of at least ±0.05."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write files only
+    import matplotlib.pyplot as plt
+
+    pair = _paired_variants(summary)
+    sizes = sorted({result["size"] for result in summary["results"]})
+    figure, axes = plt.subplots(1, 2 if pair else 1, figsize=(9.5 if pair else 5, 3.6), squeeze=False)
+    names = list(dict.fromkeys(result["model"] for result in summary["results"]))
+    for offset, name in enumerate(names):
+        rows = sorted((r["size"], r) for r in summary["results"] if r["model"] == name)
+        means, errors = [], [[], []]
+        for _, result in rows:
+            values = list((result.get("per_sample") or {}).values())
+            if values:
+                interval = mean_with_interval(values, confidence)
+                mean, low, high = interval["mean"], interval["low"], interval["high"]
+            else:
+                mean = low = high = result["metrics"]["iou"]
+            means.append(mean)
+            errors[0].append(mean - low)
+            errors[1].append(high - mean)
+        shift = (offset - (len(names) - 1) / 2) * 0.012 * (sizes[-1] - sizes[0] or sizes[0])
+        x = [size + shift for size, _ in rows]
+        axes[0, 0].errorbar(x, means, yerr=errors, marker="o", capsize=4, label=name)
+    axes[0, 0].set(ylim=(0, 1), xlabel="input size (px)", ylabel="mean IoU", xticks=sizes)
+    axes[0, 0].set_title(f"mean IoU, {confidence:.0%} bootstrap intervals", fontsize=10)
+    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].grid(alpha=0.3)
+    if pair:
+        diffs = [paired_difference(summary, *pair, size, confidence) for size in sizes]
+        axis = axes[0, 1]
+        axis.errorbar(
+            sizes,
+            [d["mean"] for d in diffs],
+            yerr=[[d["mean"] - d["low"] for d in diffs], [d["high"] - d["mean"] for d in diffs]],
+            marker="o",
+            capsize=4,
+            color="black",
+        )
+        axis.axhline(0, color="grey", linewidth=1)
+        reach = max(0.05, *(max(abs(d["low"]), abs(d["high"])) for d in diffs)) * 1.2
+        axis.set(ylim=(-reach, reach), xlabel="input size (px)", ylabel="IoU difference", xticks=sizes)
+        axis.set_title(f"{pair[0]} − {pair[1]}, paired, {confidence:.0%} intervals", fontsize=10)
+        axis.grid(alpha=0.3)
+    figure.suptitle(str(summary.get("dataset", "")), fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
 def write_study_reports(summary: dict, output_dir: str | os.PathLike) -> None:
-    """`results.json`, `results.md` (mIoU and MAE tables) and `miou_vs_size.png` in `output_dir`."""
+    """`results.json`, `results.md` (mIoU and MAE tables; for two variants with per-sample results, their paired
+    differences per size with bootstrap intervals) and `miou_vs_size.png` ([`plot_study`]) in `output_dir`."""
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / RESULTS_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     dtype = f" in {summary['dtype']}" if summary.get("dtype") else ""
+    pair = _paired_variants(summary)
+    differences = (
+        f"\nPaired IoU differences over the same scenes (percentile bootstrap; a gain or loss only where the "
+        f"interval excludes 0):\n\n{difference_table(summary, *pair)}"
+        if pair
+        else ""
+    )
     text = (
         (f"{summary['note']}\n\n" if summary.get("note") else "")
         + f"{summary['dataset']}, prompt `{summary['prompt']}`, model `{summary['model']}`{dtype}.\n\n"
-        f"Mean IoU (higher is better):\n\n{study_table(summary, 'iou')}\n"
+        f"Mean IoU (higher is better):\n\n{study_table(summary, 'iou')}{differences}\n"
         f"Mean absolute error (lower is better):\n\n{study_table(summary, 'mae')}"
     )
     (output / RESULTS_TABLE).write_text(text, encoding="utf-8")
-    plot_metrics({**summary, "metric_names": ["iou", "mae"]}, output / PLOT_FILE)
+    plot_study(summary, output / PLOT_FILE)
 
 
 def overlay_grid(
     models: Mapping[str, object], sizes: Sequence[int], scene: int = 0, seed: int = HELD_OUT_SEED, tile: int = 256
 ) -> Image.Image:
     """One synthetic scene at each size (columns), segmented from its ground-truth box by each model (rows): the
-    predicted mask over the image, the box in white, each tile scaled to `tile` pixels with its label and IoU."""
+    predicted mask over the image, the box outlined ([`basam_hf.segment.draw_prompts`]), each tile scaled to `tile` pixels with its label and IoU."""
     sample_seed = dataset_seeds(scene + 1, seed)[scene]
     processors = {name: load_processor(None, model) for name, model in models.items()}
     label_height = 16
@@ -277,8 +374,7 @@ def overlay_grid(
         for row, (name, model) in enumerate(models.items()):
             masks, _ = segment_image(model, processors[name], sample["image"], boxes=[box], size=size)
             iou = binary_iou(masks[0], truth)
-            picture = overlay_masks(sample["image"], masks[:1])
-            ImageDraw.Draw(picture).rectangle(box, outline="white", width=max(1, size // 256))
+            picture = draw_prompts(overlay_masks(sample["image"], masks[:1]), boxes=[box])
             top = row * (tile + label_height)
             grid.paste(picture.resize((tile, tile), Image.Resampling.BILINEAR), (column * tile, top + label_height))
             draw.text((column * tile + 3, top + 2), f"{name} @ {size}px  IoU {iou:.2f}", fill="black")
@@ -314,10 +410,13 @@ __all__ = [
     "HELD_OUT_SEED",
     "build_variants",
     "compare",
+    "difference_table",
     "overlay_grid",
     "paired_difference",
+    "plot_study",
     "run_study",
     "scaled_sizes",
+    "study_figure",
     "shared_image_embeddings",
     "study_table",
     "write_study_reports",

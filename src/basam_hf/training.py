@@ -35,6 +35,7 @@ import json
 import math
 import os
 import shutil
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -630,6 +631,8 @@ def finetune(
     val_prompt = val_prompt or ("box" if prompt == MIXED_PROMPT else None)
 
     usable, excluded = usable_sample_indices(train_set, patch_size, accelerator)
+    for reason, count in Counter(item["reason"] for item in excluded).most_common():
+        accelerator.print(f"Excluded {count} of {len(train_set)} training samples: {reason} (see {EXCLUDED_FILE}).")
     if not usable:
         raise ValueError(f"No usable training sample in {train_set.info.get('source')}: {excluded[:3]}")
     train_subset = train_set.subset(usable)
