@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .lora import add_lora_arguments, add_merge_lora_command, lora_options_from_args
 
 # Copies of the package's choices, so that building the parser imports neither transformers nor torch;
 # tests/test_cli.py checks that they equal `configuration_basam.BA_CHOICES`, `training.TRAIN_MODES`,
@@ -30,7 +31,7 @@ BA_CHOICES: dict[str, tuple[str, ...]] = {
 }
 # The BA fields that have a command-line option (`--bias-mode`, ...).
 BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coefficient_init")
-TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
+TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head", "lora")
 LOSS_NAMES = ("bce-dice", "bce", "dice")
 MASK_GENERATION_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
 DEMO_MAX_PIXELS = 4096 * 4096
@@ -409,6 +410,7 @@ def _finetune(args: argparse.Namespace) -> int:
             jitter=args.jitter,
             negatives=args.negatives,
             train=args.train,
+            lora=lora_options_from_args(args),
             loss=args.loss,
             learning_rate=args.lr,
             weight_decay=args.weight_decay,
@@ -521,6 +523,7 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--cpu", action="store_true", help="train on CPU even if an accelerator is available")
     finetune.add_argument("--output", required=True, help="output folder")
     add_coco_options(finetune)
+    add_lora_arguments(finetune)
     finetune.set_defaults(func=_finetune)
 
 
@@ -549,7 +552,9 @@ def add_push_command(commands) -> None:
         description="Upload weights, config, processor config, code files and model card. Refuses a folder that "
         "would not load for others (no auto_map in config.json, or missing code files).",
     )
-    push.add_argument("folder", help="a saved BA-SAM folder (e.g. a fine-tuning run's best/ or final/)")
+    push.add_argument(
+        "folder", help="a saved BA-SAM folder or LoRA adapter folder (e.g. a fine-tuning run's best/ or final/)"
+    )
     push.add_argument("repo_id", help="Hub model repo, created if missing")
     push.add_argument("--private", action="store_true", help="create the repo as private")
     push.add_argument("--commit-message", default="Upload BA-SAM model with basam-hf")
@@ -809,6 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_segment_command(commands)
     add_demo_command(commands)
     add_convert_commands(commands)
+    add_merge_lora_command(commands)
     for name in DTYPE_COMMANDS:
         _add_dtype_argument(commands.choices[name])
     return parser
