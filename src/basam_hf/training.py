@@ -174,6 +174,13 @@ def train_size_for_batch(sizes: Sequence[int], seed: int, epoch: int, batch_inde
     return int(sizes[np.random.default_rng([seed, epoch, batch_index]).integers(len(sizes))])
 
 
+def seed_batch(seed: int, epoch: int, batch_index: int, process_index: int) -> None:
+    """Seed torch's generator for one micro-batch from `(seed, epoch, batch, process)`, so the model's own random
+    draws (dropout, e.g. LoRA's) are a resumed run's as an uninterrupted one's: the data loader also draws from it
+    when an epoch's iterator starts, which a resumed run does after restoring the checkpoint's state."""
+    torch.manual_seed(int(np.random.default_rng([seed, epoch, batch_index, process_index, 2]).integers(2**62)))
+
+
 def prompt_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:
     """The prompt generator of a sample in an epoch (random prompts are redrawn every epoch)."""
     return sample_rng(seed, f"epoch-{epoch}/{sample_id}")
@@ -796,6 +803,7 @@ def finetune(
             batch_index, micro_losses = skip_batches, []
             for samples in active:
                 size = train_size_for_batch(train_sizes, seed, epoch, batch_index)
+                seed_batch(seed, epoch, batch_index, accelerator.process_index)
                 kind, kind_jitter, kind_negatives = batch_prompt(prompt, jitter, negatives, seed, epoch, batch_index)
                 with accelerator.accumulate(prepared_model):
                     batch_loss = micro_batch_loss(
