@@ -397,7 +397,10 @@ def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--lora-rank", type=int, default=defaults.rank, help="rank r (default: %(default)s)")
     group.add_argument(
-        "--lora-alpha", type=float, default=defaults.alpha, help="the update is scaled by alpha / rank (default: %(default)s)"
+        "--lora-alpha",
+        type=float,
+        default=defaults.alpha,
+        help="the update is scaled by alpha / rank (default: %(default)s)",
     )
     group.add_argument("--lora-dropout", type=float, default=defaults.dropout, help="default: %(default)s")
     group.add_argument(
@@ -439,6 +442,8 @@ def _merge_lora(args: argparse.Namespace) -> int:
 
 def add_merge_lora_command(commands) -> None:
     """The `merge-lora` subcommand ([`merge_adapter`])."""
+    from .cli import _add_overwrite_option
+
     merge = commands.add_parser(
         "merge-lora",
         help="merge a LoRA adapter (finetune --train lora) into its base: a plain BA-SAM folder",
@@ -449,7 +454,7 @@ def add_merge_lora_command(commands) -> None:
     merge.add_argument("source", metavar="ADAPTER", help="adapter folder (e.g. a run's final/) or Hub repo id")
     merge.add_argument("output", help="output folder (new or empty, unless --overwrite)")
     merge.add_argument("--base", default=None, help="base model (default: the one the adapter names)")
-    merge.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    _add_overwrite_option(merge)
     merge.set_defaults(func=_merge_lora)
 
 
