@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_model
+from conftest import accelerate_launch, save_tiny_model
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from test_training import RESUME_SETTINGS
@@ -231,6 +231,18 @@ def test_the_adapter_pushes_as_an_adapter_repo_and_loads_with_peft_alone(base_di
     card = ModelCard.load(final / "README.md")
     assert 'PeftModel.from_pretrained(model, "user/tiny-lora")' in card.text
     assert f'base = "{Path(base_dir).resolve()}"' in card.text and card.data.model_name == "tiny-lora"
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_resume_a_lora_adapter(base_dir, data, tmp_path):
+    launch, env = accelerate_launch(2)
+    args = ["-m", "basam_hf.cli", "finetune", "--model", base_dir, "--dataset", data[0], "--prompt", "box"]
+    args += ["--train", "lora", "--lora-dropout", "0.1", "--save-steps", "1", "--output", str(tmp_path / "two")]
+    for more in (["--max-steps", "1"], ["--max-steps", "2", "--resume"]):  # the resume loads the adapter on each
+        completed = subprocess.run(launch + args + more, env=env, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Resuming from" in completed.stdout and latest_checkpoint(tmp_path / "two").name == "checkpoint-2"
+    assert {path.name for path in (tmp_path / "two" / "final").iterdir()} == ADAPTER_FILES
 
 
 def test_lora_options_fail_clearly(base_dir, data, tmp_path):

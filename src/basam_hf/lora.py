@@ -216,7 +216,7 @@ def register_adapter_checkpointing(accelerator) -> None:
             if not is_lora_model(unwrapped):
                 continue
             path = Path(input_dir) / f"model{'' if index == 0 else f'_{index}'}.safetensors"
-            state = load_file(str(path), device=str(accelerator.device))
+            state = load_file(str(path))  # load_state_dict copies onto the parameters' device
             expected = set(trainable_state_dict(unwrapped))
             if set(state) != expected:
                 raise ValueError(
