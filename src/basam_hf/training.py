@@ -18,8 +18,8 @@ Decisions (documented in the README):
   `iou-head`: only the head predicting each mask's IoU (the masks stay bit-identical: calibrates a model's scores);
   `ba-only`: only the parameters BA-SAM adds to SAM (`coefficient` of `bias_mode="coefficient"`, `slopes` with
   `learnable_slopes=True`), so every SAM weight, rel-pos tables included, stays bit-identical and the BA-off model is
-  still the original SAM; `lora`: a peft LoRA adapter on the frozen model ([`basam_hf.lora`]). SAM's random Fourier matrix (`shared_image_embedding`, a buffer in segment-anything) is
-  never trained.
+  still the original SAM; `lora`: a peft LoRA adapter on the frozen model ([`basam_hf.lora`]). SAM's random Fourier
+  matrix (`shared_image_embedding`, a buffer in segment-anything) is never trained.
 - **Reproducible data order**: every random choice is a pure function of (seed, epoch, batch or sample): the
   permutation of the epoch ([`EpochSampler`]), the input size of a batch ([`train_size_for_batch`]), the prompt of a
   sample (`sample_rng(seed, "epoch-E/ID")`). With accelerate's `save_state` / `load_state` (model, optimizer, StepLR,
