@@ -17,6 +17,7 @@ MODEL_CONFIG_FILE = "model_config.json"
 # Settings that fix the sequence of computations: a resumed run must use the checkpoint's values.
 RESUME_SETTINGS = (
     "train",
+    "lora",
     "prompt",
     "jitter",
     "negatives",

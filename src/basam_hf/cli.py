@@ -31,6 +31,7 @@ from .constants import (
     SEGMENT_MAX_PIXELS,
     TRAIN_MODES,
 )
+from .lora import LORA_MODE, LoraOptions
 
 # The BA fields that have a command-line option (`--bias-mode`, ...).
 BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coefficient_init")
@@ -40,7 +41,16 @@ BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coeffic
 SEGMENT_OUTPUTS = ("mask_*.png", "overlay.png", "segment.json")
 COMPARE_OUTPUTS = ("runs", "results.json", "results.md", "miou_vs_size.png", "overlay.png")
 EVALUATE_OUTPUTS = ("samples.jsonl", "summary.json", "summary.md", "metrics_vs_size.png")
-FINETUNE_OUTPUTS = ("checkpoints", "logs", "best", "final", "excluded_train_samples.json", ".tmp-*", ".trash-*")
+FINETUNE_OUTPUTS = (
+    "checkpoints",
+    "logs",
+    "base",
+    "best",
+    "final",
+    "excluded_train_samples.json",
+    ".tmp-*",
+    ".trash-*",
+)
 MODEL_FOLDER_OUTPUTS = ("*",)  # a model folder holds nothing else: it is uploaded whole by `push`
 
 # What --size means for the commands that take one (the processor pads its input up to whole patches).
@@ -486,6 +496,7 @@ def _finetune(args: argparse.Namespace) -> int:
                 jitter=args.jitter,
                 negatives=args.negatives,
                 train=args.train,
+                lora=lora_options_from_args(args),
                 loss=args.loss,
                 learning_rate=args.lr,
                 weight_decay=args.weight_decay,
@@ -602,6 +613,7 @@ def add_finetune_command(commands) -> None:
     )
     _add_overwrite_option(finetune, " (a new run: the earlier run's checkpoints go)")
     add_coco_options(finetune)
+    add_lora_arguments(finetune)
     finetune.set_defaults(func=_finetune)
 
 
@@ -630,7 +642,9 @@ def add_push_command(commands) -> None:
         description="Upload weights, config, processor config, code files and model card. Refuses a folder that "
         "would not load for others (no auto_map in config.json, or missing code files).",
     )
-    push.add_argument("folder", help="a saved BA-SAM folder (e.g. a fine-tuning run's best/ or final/)")
+    push.add_argument(
+        "folder", help="a saved BA-SAM folder or LoRA adapter folder (e.g. a fine-tuning run's best/ or final/)"
+    )
     push.add_argument("repo_id", help="Hub model repo, created if missing")
     push.add_argument("--private", action="store_true", help="create the repo as private")
     push.add_argument("--commit-message", default="Upload BA-SAM model with basam-hf")
@@ -848,6 +862,80 @@ def add_convert_commands(commands) -> None:
     official.set_defaults(func=_convert_official)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# LoRA adapters (`finetune --train lora`, `merge-lora`; see basam_hf.lora)
+
+
+def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `finetune` options of `--train lora`."""
+    defaults = LoraOptions()
+    group = parser.add_argument_group(
+        "LoRA (--train lora)",
+        "a peft LoRA adapter on the frozen model, plus the BA parameters (coefficient, learnable slopes); "
+        "checkpoints and best/ / final/ hold the adapter only (merge it with `basam-hf merge-lora`)",
+    )
+    group.add_argument("--lora-rank", type=int, default=defaults.rank, help="rank r (default: %(default)s)")
+    group.add_argument(
+        "--lora-alpha",
+        type=float,
+        default=defaults.alpha,
+        help="the update is scaled by alpha / rank (default: %(default)s)",
+    )
+    group.add_argument("--lora-dropout", type=float, default=defaults.dropout, help="default: %(default)s")
+    group.add_argument(
+        "--lora-target-modules",
+        nargs="+",
+        default=list(defaults.target_modules),
+        metavar="NAME",
+        help="module names or name suffixes that get an adapter, as peft matches them (default: qkv proj, the "
+        "vision encoder's attention projections)",
+    )
+    group.add_argument(
+        "--lora-train-mask-decoder",
+        action="store_true",
+        help="also train the whole mask decoder (saved in the adapter, about 4 M parameters for SAM)",
+    )
+
+
+def lora_options_from_args(args: argparse.Namespace) -> dict | None:
+    """The `lora` argument of `finetune` from the command line (`None` unless `--train lora`)."""
+    if args.train != LORA_MODE:
+        return None
+    return {
+        "rank": args.lora_rank,
+        "alpha": args.lora_alpha,
+        "dropout": args.lora_dropout,
+        "target_modules": tuple(args.lora_target_modules),
+        "train_mask_decoder": args.lora_train_mask_decoder,
+    }
+
+
+def _merge_lora(args: argparse.Namespace) -> int:
+    folder = _prepare_output(args, MODEL_FOLDER_OUTPUTS, inputs=[args.source])
+    from .lora import merge_adapter
+
+    with _writing(folder, clear=True):
+        merge_adapter(args.source, args.output, base=args.base)
+    print(f"Merged {args.source} into its base; saved a BA-SAM model to {args.output}")
+    return 0
+
+
+def add_merge_lora_command(commands) -> None:
+    """The `merge-lora` subcommand ([`basam_hf.lora.merge_adapter`])."""
+    merge = commands.add_parser(
+        "merge-lora",
+        help="merge a LoRA adapter (finetune --train lora) into its base: a plain BA-SAM folder",
+        description="Load the adapter's base model (base_model_name_or_path of adapter_config.json, or --base), "
+        "apply the adapter and merge it (peft's merge_and_unload), and save the result with the base's processor, "
+        "code files and a model card: a BA-SAM folder that loads without peft.",
+    )
+    merge.add_argument("source", metavar="ADAPTER", help="adapter folder (e.g. a run's final/) or Hub repo id")
+    merge.add_argument("output", help="output folder (new or empty, unless --overwrite)")
+    merge.add_argument("--base", default=None, help="base model (default: the one the adapter names)")
+    _add_overwrite_option(merge)
+    merge.set_defaults(func=_merge_lora)
+
+
 def _add_overwrite_option(parser: argparse.ArgumentParser, more: str = "") -> None:
     parser.add_argument(
         "--overwrite",
@@ -988,6 +1076,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_segment_command(commands)
     add_demo_command(commands)
     add_convert_commands(commands)
+    add_merge_lora_command(commands)
     for name in DTYPE_COMMANDS:
         _add_dtype_argument(commands.choices[name])
     return parser

@@ -33,7 +33,7 @@ MASK_GENERATION_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh":
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 # What fine-tuning trains, its losses (name -> terms) and its mixed-precision modes.
-TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head")
+TRAIN_MODES = ("all", "mask-decoder", "ba-only", "frozen-encoder", "iou-head", "lora")
 LOSSES = {"bce-dice": ("bce", "dice"), "bce": ("bce",), "dice": ("dice",)}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 

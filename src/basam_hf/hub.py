@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .constants import BA_FIELDS
+from .lora import is_adapter_folder
 
 # Nothing heavy at import (no torch, transformers, numpy): the command line reads the error helpers below after a
 # failure, and the model-card functions import what they need.
@@ -172,10 +173,6 @@ def render_model_card(
         model_name=model_name,
         eval_results=evaluation_results(evaluation, evaluation_dataset_id) if evaluation else None,
     )
-    if license_text is None:
-        license_text = (
-            f"`{license}`. Check that it is compatible with the licenses of the base model and of the training data."
-        )
     return ModelCard.from_template(
         card_data,
         template_path=str(MODEL_CARD_TEMPLATE),
@@ -186,14 +183,24 @@ def render_model_card(
         vision=vision,
         training=dict(training) if training else None,
         evaluation=_evaluation_table(evaluation) if evaluation else None,
-        license_text=license_text,
+        license_text=license_text or default_license_text(license),
     )
+
+
+def default_license_text(license: str) -> str:
+    """The card's license section for a license id."""
+    return f"`{license}`. Check that it is compatible with the licenses of the base model and of the training data."
 
 
 def write_model_card(folder: str | os.PathLike, config_folder: str | os.PathLike | None = None, **card_kwargs) -> Path:
     """Render a card for the model saved in `folder` (its `config.json`, or that of `config_folder`) and save it as
-    `folder/README.md`. `card_kwargs` go to [`render_model_card`]; `model_name` defaults to the folder name."""
+    `folder/README.md`. `card_kwargs` go to [`render_model_card`]; `model_name` defaults to the folder name. A LoRA
+    adapter folder gets its own card ([`basam_hf.lora.write_adapter_card`])."""
     folder = Path(folder)
+    if is_adapter_folder(folder):
+        from .lora import write_adapter_card
+
+        return write_adapter_card(folder, **card_kwargs)
     config = json.loads((Path(config_folder or folder) / "config.json").read_text(encoding="utf-8"))
     card_kwargs.setdefault("model_name", folder.resolve().name)
     card = render_model_card(config, **card_kwargs)
@@ -202,8 +209,9 @@ def write_model_card(folder: str | os.PathLike, config_folder: str | os.PathLike
     return path
 
 
-# The repo id in the loading examples of the template: `from_pretrained("ID"` and `model="ID"`.
-_LOADING_ID = re.compile(r'(from_pretrained\(|model=)"[^"]*"')
+# The repo id in the loading examples of the templates: `from_pretrained("ID"`, `model="ID"` and an adapter's
+# `PeftModel.from_pretrained(model, "ID"` (its base is named by a variable, so it stays).
+_LOADING_ID = re.compile(r'(from_pretrained\((?:model, )?|model=)"[^"]*"')
 
 
 def retarget_model_card(path: str | os.PathLike, repo_id: str):
@@ -341,6 +349,10 @@ def check_pushable(folder: str | os.PathLike) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder.")
+    if is_adapter_folder(folder):  # a LoRA adapter (issue 29): it needs its base, not code files
+        from .lora import check_adapter_pushable
+
+        return check_adapter_pushable(folder)
     required = required_code_files(folder)
     missing = [name for name in required if not (folder / name).is_file()]
     if missing:
@@ -541,6 +553,7 @@ __all__ = [
     "PushResult",
     "check_pushable",
     "connection_failure_reason",
+    "default_license_text",
     "error_chain",
     "evaluation_results",
     "files_to_upload",

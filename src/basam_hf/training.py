@@ -18,8 +18,8 @@ Decisions (documented in the README):
   `iou-head`: only the head predicting each mask's IoU (the masks stay bit-identical: calibrates a model's scores);
   `ba-only`: only the parameters BA-SAM adds to SAM (`coefficient` of `bias_mode="coefficient"`, `slopes` with
   `learnable_slopes=True`), so every SAM weight, rel-pos tables included, stays bit-identical and the BA-off model is
-  still the original SAM. SAM's random Fourier matrix (`shared_image_embedding`, a buffer in segment-anything) is
-  never trained.
+  still the original SAM; `lora`: a peft LoRA adapter on the frozen model ([`basam_hf.lora`]). SAM's random Fourier
+  matrix (`shared_image_embedding`, a buffer in segment-anything) is never trained.
 - **Reproducible data order**: every random choice is a pure function of (seed, epoch, batch or sample): the
   permutation of the epoch ([`EpochSampler`]), the input size of a batch ([`train_size_for_batch`]), the prompt of a
   sample (`sample_rng(seed, "epoch-E/ID")`). With accelerate's `save_state` / `load_state` (model, optimizer, StepLR,
@@ -67,6 +67,7 @@ from .data import (
     sample_rng,
 )
 from .hub import hub_id_or_none, resolve_model
+from .lora import LORA_MODE, LoraOptions, lora_options, prepare_lora_training
 from .losses import LOSSES, mask_targets, training_loss
 
 # A training prompt that draws a prompt kind per batch ([`batch_prompt`]).
@@ -91,6 +92,8 @@ def trainable_parameter_names(model: torch.nn.Module, train: str) -> list[str]:
     Raises:
         ValueError: for an unknown mode, or `ba-only` on a model without BA parameters.
     """
+    if train == LORA_MODE:  # LoRA adds parameters rather than selecting some
+        raise ValueError("train='lora' trains new adapter parameters: see basam_hf.lora.add_lora.")
     if train not in TRAIN_MODES:
         raise ValueError(f"Unknown train mode {train!r}; use one of {', '.join(TRAIN_MODES)}.")
     selectors: dict[str, Callable[[str], bool]] = {
@@ -169,6 +172,13 @@ def train_size_for_batch(sizes: Sequence[int], seed: int, epoch: int, batch_inde
     if len(sizes) == 1:
         return int(sizes[0])
     return int(sizes[np.random.default_rng([seed, epoch, batch_index]).integers(len(sizes))])
+
+
+def seed_batch(seed: int, epoch: int, batch_index: int, process_index: int) -> None:
+    """Seed torch's generator for one micro-batch from `(seed, epoch, batch, process)`, so the model's own random
+    draws (dropout, e.g. LoRA's) are a resumed run's as an uninterrupted one's: the data loader also draws from it
+    when an epoch's iterator starts, which a resumed run does after restoring the checkpoint's state."""
+    torch.manual_seed(int(np.random.default_rng([seed, epoch, batch_index, process_index, 2]).integers(2**62)))
 
 
 def prompt_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:
@@ -436,11 +446,15 @@ def training_card_table(settings: dict, patch_size: int) -> dict[str, Any]:
 def _export(model, processor, folder: Path, card: dict) -> None:
     """`save_pretrained_with_processor` + model card into a temporary folder, then [`replace_directory`]."""
     from .hub import write_model_card
+    from .lora import is_lora_model, save_adapter
     from .processing_basam import save_pretrained_with_processor
 
     temporary = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(temporary, ignore_errors=True)
-    save_pretrained_with_processor(model, str(temporary), processor=processor)
+    if is_lora_model(model):  # an adapter folder (issue 29): adapter_config.json, adapter_model.safetensors
+        save_adapter(model, temporary)
+    else:
+        save_pretrained_with_processor(model, str(temporary), processor=processor)
     write_model_card(temporary, **card)
     replace_directory(temporary, folder)
 
@@ -491,6 +505,7 @@ def finetune(
     jitter: float = 0.0,
     negatives: int = 0,
     train: str = "all",
+    lora: LoraOptions | dict | None = None,
     loss: str = "bce-dice",
     learning_rate: float = 1e-4,
     weight_decay: float = 0.0,
@@ -534,7 +549,9 @@ def finetune(
         prompt: `box`, `point` / `click` (three-mask output, see the module docstring), `points:k` (k random positive
             clicks, redrawn every epoch) or `mixed` (a kind drawn per batch, see [`batch_prompt`]; validation then
             defaults to boxes); `jitter` / `negatives` as in [`basam_hf.data.prompts_from_mask`].
-        train: one of [`TRAIN_MODES`] (module docstring).
+        train: one of [`TRAIN_MODES`] (module docstring); `lora` trains a peft adapter with the options `lora`
+            ([`basam_hf.lora.LoraOptions`]: rank, alpha, dropout, target_modules, train_mask_decoder), see
+            [`basam_hf.lora`].
         loss: `bce-dice` (default), `bce` or `dice`.
         learning_rate, weight_decay: Adam's. lr_step_epochs, lr_gamma: StepLR, stepped per optimizer step with a
             period of `lr_step_epochs` epochs. max_grad_norm: gradient clipping (off by default).
@@ -579,6 +596,7 @@ def finetune(
         },
         positive_or_none={"max_steps": max_steps, "eval_steps": eval_steps, "keep_last": keep_last},
     )
+    lora = lora_options(train, lora)
     if dataset is None and preset is None:
         raise ValueError("Give a training dataset (Hub id, save_to_disk folder, image folder) or a preset.")
 
@@ -618,9 +636,12 @@ def finetune(
     # Model, processor, what is trained.
     source = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
     net = load_training_model(model, ba_settings)
-    trainable = set_trainable(net, train)
-    net.train()
     processor = load_processor(resolve_model(source) if source else None, net)
+    if train == LORA_MODE:  # issue 29: a peft adapter on the frozen model, checkpointed adapter-only
+        net, trainable = prepare_lora_training(net, processor, source, lora, output, accelerator)
+    else:
+        trainable = set_trainable(net, train)
+    net.train()
     patch_size = net.config.vision_config.patch_size
     train_sizes = [int(size) for size in (train_sizes or [net.config.vision_config.image_size])]
     if any(size < 1 for size in train_sizes):
@@ -660,6 +681,7 @@ def finetune(
         "dataset": str(train_set.info.get("source")),
         "split": train_set.info.get("split"),
         "train": train,
+        "lora": lora.to_dict() if lora else None,
         "prompt": prompt,
         "jitter": jitter,
         "negatives": negatives,
@@ -785,6 +807,7 @@ def finetune(
             batch_index, micro_losses = skip_batches, []
             for samples in active:
                 size = train_size_for_batch(train_sizes, seed, epoch, batch_index)
+                seed_batch(seed, epoch, batch_index, accelerator.process_index)
                 kind, kind_jitter, kind_negatives = batch_prompt(prompt, jitter, negatives, seed, epoch, batch_index)
                 with accelerator.accumulate(prepared_model):
                     batch_loss = micro_batch_loss(
