@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from basam_hf import synthetic
+import basam_hf.synthetic.datasets as synthetic_datasets
 from basam_hf.synthetic import (
     MAX_OBJECT_AREA,
     MIN_OBJECT_AREA,
-    _count_regions,
     dataset_seeds,
     make_synthetic_dataset,
     render_sample,
@@ -20,6 +19,7 @@ from basam_hf.synthetic import (
     save_synthetic_dataset,
     write_synthetic_image_folder,
 )
+from basam_hf.synthetic.checks import _count_regions
 
 
 def as_bool(mask: Image.Image) -> np.ndarray:
@@ -176,7 +176,7 @@ def test_make_dataset_in_chunks_holds_the_same_rows(monkeypatch):
     """Rows are built in Arrow tables of `_CHUNK_SAMPLES` (one binary array holds at most 2 GiB): chunking changes
     nothing a reader sees."""
     whole = make_synthetic_dataset(5, size=32, seed=2)
-    monkeypatch.setattr(synthetic, "_CHUNK_SAMPLES", 2)
+    monkeypatch.setattr(synthetic_datasets, "_CHUNK_SAMPLES", 2)
     chunked = make_synthetic_dataset(5, size=32, seed=2)
     assert chunked.features == whole.features and chunked["id"] == whole["id"]
     for before, after in zip(whole, chunked):

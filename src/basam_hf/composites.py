@@ -33,7 +33,8 @@ from PIL import Image, ImageFilter
 from scipy.ndimage import gaussian_filter
 
 from .data import SegmentationDataset
-from .synthetic import OBJECT_KINDS, _add_noise, random_shape_coverage
+from .synthetic import OBJECT_KINDS, random_shape_coverage
+from .synthetic.noise import _add_noise
 
 SPLITS = ("train", "val", "test")
 OBJECT_SOURCES = ("shape", "segment", "silhouette")

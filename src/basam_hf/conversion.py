@@ -175,6 +175,7 @@ OFFICIAL_PRETRAIN_IMAGE_SIZE = 1024  # the official scale rule is relative to 10
 SAM_VIT_HEADS = {768: 12, 1024: 16, 1280: 16}  # ViT-B/L/H by hidden size, when no rel-pos table gives the head size
 SAM_VIT_GLOBAL_LAYERS = {12: [2, 5, 8, 11], 24: [5, 11, 17, 23], 32: [7, 15, 23, 31]}  # by depth
 SAM_WINDOW_SIZE = 14
+OFFICIAL_ENCODER = "image_encoder."  # the image encoder's key prefix in segment-anything's layout
 
 
 def _renamed_entries(module: str, names: dict[str, str]) -> tuple:
@@ -314,8 +315,23 @@ def segment_anything_config(
     from their tables' lengths (`2 * grid - 1` rows against `2 * window - 1`); its input size from `pos_embed`. Only
     the decoder's attention heads (SAM's 8) and layer-norm epsilon (1e-5) are not in the weights. See
     [`convert_official_checkpoint`] for the arguments."""
-    encoder = "image_encoder."
-    required = [f"{encoder}{name}.weight" for name in ("patch_embed.proj", "blocks.0.mlp.lin1", "neck.0")]
+    _check_segment_anything_layout(weights)
+    vision_config = _official_encoder_config(
+        weights, image_size, num_attention_heads, global_attn_indexes, drop_rel_pos, ba_settings
+    )
+    width = vision_config["output_channels"]
+    return BaSamConfig(
+        vision_config=vision_config,
+        prompt_encoder_config=_official_prompt_encoder_config(
+            weights, width, vision_config["image_size"], vision_config["patch_size"]
+        ),
+        mask_decoder_config=_official_mask_decoder_config(weights, width),
+    )
+
+
+def _check_segment_anything_layout(weights: Mapping[str, torch.Tensor]) -> None:
+    """Raise a `ValueError` unless the state dict has the image-encoder weights every config field is read from."""
+    required = [f"{OFFICIAL_ENCODER}{name}.weight" for name in ("patch_embed.proj", "blocks.0.mlp.lin1", "neck.0")]
     lacking = [key for key in required if key not in weights]
     if lacking:
         hint = (
@@ -327,54 +343,38 @@ def segment_anything_config(
             f"Not a SAM checkpoint in segment-anything's key layout: it lacks {', '.join(lacking)}. "
             f"Its first keys are {_listing(sorted(weights), 5)}.{hint}"
         )
-    patch_embed = weights[required[0]]
+
+
+def _official_encoder_config(
+    weights: Mapping[str, torch.Tensor],
+    image_size: int | None,
+    num_attention_heads: int | None,
+    global_attn_indexes: list[int] | None,
+    drop_rel_pos: bool,
+    ba_settings: dict,
+) -> dict:
+    """The image encoder's config fields, each read from the weights unless given, with the BA settings."""
+    encoder = OFFICIAL_ENCODER
+    patch_embed = weights[f"{encoder}patch_embed.proj.weight"]
     hidden_size, num_channels, patch_size = patch_embed.shape[0], patch_embed.shape[1], patch_embed.shape[-1]
     depth = _count_entries(weights, f"{encoder}blocks")
     tables = {i: weights.get(f"{encoder}blocks.{i}.attn.rel_pos_h") for i in range(depth)}
     tables = {i: table for i, table in tables.items() if table is not None}
     rows = {i: table.shape[0] for i, table in tables.items()}
-
-    # Global layers have rel-pos tables of 2 * grid - 1 rows, windowed ones 2 * window - 1.
-    if global_attn_indexes is None:
-        if len(set(rows.values())) == 2:
-            global_attn_indexes = [i for i in rows if rows[i] == max(rows.values())]
-        elif depth in SAM_VIT_GLOBAL_LAYERS:
-            global_attn_indexes = SAM_VIT_GLOBAL_LAYERS[depth]
-        else:
-            raise ValueError(
-                f"Cannot tell the global-attention layers of this {depth}-layer encoder: pass global_attn_indexes."
-            )
-    windowed_rows = {rows[i] for i in rows if i not in global_attn_indexes}
-    window_size = (windowed_rows.pop() + 1) // 2 if len(windowed_rows) == 1 else SAM_WINDOW_SIZE
-
-    # The input size the official model was built at, where the weights tell it.
+    global_attn_indexes, window_size = _official_attention_layout(rows, depth, global_attn_indexes)
     pos_embed = weights.get(f"{encoder}pos_embed")
     global_rows = [rows[i] for i in rows if i in global_attn_indexes]
-    built_grid = pos_embed.shape[1] if pos_embed is not None else (max(global_rows) + 1) // 2 if global_rows else None
-    built_size = built_grid * patch_size if built_grid else None
-    if image_size is None:
-        image_size = built_size or OFFICIAL_PRETRAIN_IMAGE_SIZE
-    elif built_size and image_size != built_size and (pos_embed is not None or (global_rows and not drop_rel_pos)):
-        raise ValueError(
-            f"image_size={image_size} does not match the checkpoint, whose position tables were built for "
-            f"{built_size}px inputs. Leave image_size unset (it is inferred); the model runs at any input size anyway."
-        )
+    image_size = _official_image_size(pos_embed, global_rows, patch_size, image_size, drop_rel_pos)
     if ba_settings.get("attention_scaling") == "official":  # fail now, not at the first forward, below pretraining
         grid, pretrain_grid = (
             image_size // patch_size,
             ba_settings.get("pretrain_image_size", image_size) // patch_size,
         )
         attention_scale_factor("official", (grid, grid), (pretrain_grid, pretrain_grid), patch_size)
-
     if num_attention_heads is None:
-        head_dims = {table.shape[1] for table in tables.values()}
-        num_attention_heads = hidden_size // head_dims.pop() if len(head_dims) == 1 else SAM_VIT_HEADS.get(hidden_size)
-        if num_attention_heads is None:
-            raise ValueError(
-                f"Cannot tell the number of attention heads of hidden size {hidden_size}: pass num_attention_heads."
-            )
+        num_attention_heads = _official_encoder_heads(tables, hidden_size)
     width = weights[f"{encoder}neck.0.weight"].shape[0]  # out_chans: the image embedding, prompts, mask decoder
-    vision_config = {
+    return {
         "hidden_size": hidden_size,
         "num_hidden_layers": depth,
         "num_attention_heads": num_attention_heads,
@@ -392,18 +392,71 @@ def segment_anything_config(
         "layer_norm_eps": 1e-6,
         **ba_settings,
     }
-    prompt_encoder_config = {
+
+
+def _official_attention_layout(
+    rows: dict[int, int], depth: int, global_attn_indexes: list[int] | None
+) -> tuple[list[int], int]:
+    """The global-attention layers (unless given) and the window size, from the lengths `rows` of the layers' rel-pos
+    tables: global layers have `2 * grid - 1` rows, windowed ones `2 * window - 1`."""
+    if global_attn_indexes is None:
+        if len(set(rows.values())) == 2:
+            global_attn_indexes = [i for i in rows if rows[i] == max(rows.values())]
+        elif depth in SAM_VIT_GLOBAL_LAYERS:
+            global_attn_indexes = SAM_VIT_GLOBAL_LAYERS[depth]
+        else:
+            raise ValueError(
+                f"Cannot tell the global-attention layers of this {depth}-layer encoder: pass global_attn_indexes."
+            )
+    windowed_rows = {rows[i] for i in rows if i not in global_attn_indexes}
+    window_size = (windowed_rows.pop() + 1) // 2 if len(windowed_rows) == 1 else SAM_WINDOW_SIZE
+    return global_attn_indexes, window_size
+
+
+def _official_image_size(
+    pos_embed: torch.Tensor | None,
+    global_rows: list[int],
+    patch_size: int,
+    image_size: int | None,
+    drop_rel_pos: bool,
+) -> int:
+    """The input size the official model was built at, where its position tables (`pos_embed`, the global layers'
+    rel-pos tables of `global_rows` rows) tell it; a given `image_size` must agree with the tables that are kept."""
+    built_grid = pos_embed.shape[1] if pos_embed is not None else (max(global_rows) + 1) // 2 if global_rows else None
+    built_size = built_grid * patch_size if built_grid else None
+    if image_size is None:
+        return built_size or OFFICIAL_PRETRAIN_IMAGE_SIZE
+    if built_size and image_size != built_size and (pos_embed is not None or (global_rows and not drop_rel_pos)):
+        raise ValueError(
+            f"image_size={image_size} does not match the checkpoint, whose position tables were built for "
+            f"{built_size}px inputs. Leave image_size unset (it is inferred); the model runs at any input size anyway."
+        )
+    return image_size
+
+
+def _official_encoder_heads(tables: Mapping[int, torch.Tensor], hidden_size: int) -> int:
+    """The encoder's attention heads: the hidden size over the rel-pos tables' width (the head size), else SAM's
+    ViT-B/L/H heads by hidden size."""
+    head_dims = {table.shape[1] for table in tables.values()}
+    heads = hidden_size // head_dims.pop() if len(head_dims) == 1 else SAM_VIT_HEADS.get(hidden_size)
+    if heads is None:
+        raise ValueError(
+            f"Cannot tell the number of attention heads of hidden size {hidden_size}: pass num_attention_heads."
+        )
+    return heads
+
+
+def _official_prompt_encoder_config(
+    weights: Mapping[str, torch.Tensor], width: int, image_size: int, patch_size: int
+) -> dict:
+    """SAM's prompt encoder of width `width` with the mask-input channels and point embeddings of the weights."""
+    return {
         "hidden_size": width,
         "image_size": image_size,
         "patch_size": patch_size,
         "mask_input_channels": _dim(weights, "prompt_encoder.mask_downscaling.3.weight", 0, 16),
         "num_point_embeddings": _count_entries(weights, "prompt_encoder.point_embeddings") or 4,
     }
-    return BaSamConfig(
-        vision_config=vision_config,
-        prompt_encoder_config=prompt_encoder_config,
-        mask_decoder_config=_official_mask_decoder_config(weights, width),
-    )
 
 
 def _dim(weights: Mapping[str, torch.Tensor], key: str, dim: int, default: int) -> int:

@@ -1,8 +1,9 @@
 """Segmentation datasets for evaluation: Hub ids, `save_to_disk` folders and image folders, one object per sample.
 
-The modules: [`basam_hf.data.sources`] (image folders, Hub and `save_to_disk` datasets, presets, COCO instances
-files), [`basam_hf.data.codecs`] (image, mask, RLE and polygon decoding), [`basam_hf.data.prompts`] (prompts from
-masks) and [`basam_hf.data.dataset`] (the dataset type); every name is importable from `basam_hf.data`.
+The modules: [`basam_hf.data.sources`] (image folders, Hub and `save_to_disk` datasets, presets),
+[`basam_hf.data.coco`] (COCO-style objects, COCO instances files), [`basam_hf.data.codecs`] (image, mask, RLE and
+polygon decoding), [`basam_hf.data.prompts`] (prompts from masks) and [`basam_hf.data.dataset`] (the dataset type);
+every name is importable from `basam_hf.data`.
 
 Every source becomes a [`SegmentationDataset`] of samples `{"id": str, "image": PIL RGB, "mask": np.ndarray bool HxW}`.
 A sample that cannot be used (unreadable image, mask of another size, ...) raises [`SampleError`] naming it, so a
@@ -25,6 +26,7 @@ Conversions (documented in the README):
   pixels.
 """
 
+from .coco import CROWD_KEYS, OBJECT_ID_KEYS, SEGMENTATION_KEYS, coco_objects, load_coco_dataset
 from .codecs import binarize_mask, polygons_to_mask, rle_decode, rle_string_to_counts, to_rgb
 from .dataset import SampleError, SegmentationDataset, concatenate_segmentation_datasets, iter_samples
 from .prompts import (
@@ -37,17 +39,12 @@ from .prompts import (
     sample_rng,
 )
 from .sources import (
-    CROWD_KEYS,
     ID_COLUMN_CANDIDATES,
     IMAGE_EXTENSIONS,
     MASK_COLUMN_CANDIDATES,
-    OBJECT_ID_KEYS,
     PRESETS,
     REMOVED_PRESETS,
-    SEGMENTATION_KEYS,
     DatasetPreset,
-    coco_objects,
-    load_coco_dataset,
     load_segmentation_dataset,
     write_image_folder,
 )

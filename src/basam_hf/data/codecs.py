@@ -1,6 +1,9 @@
 """Decoding what datasets store: images of any mode to 8-bit RGB, masks to booleans, COCO RLE (uncompressed counts
-and the compressed string) and polygons, without pycocotools. The rules are in [`basam_hf.data`]'s docstring."""
+and the compressed string) and polygons, without pycocotools; image files opened, and samples made, with errors that
+name the sample. The rules are in [`basam_hf.data`]'s docstring."""
 
+import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -154,3 +157,37 @@ def polygons_to_mask(polygons: Any, height: int, width: int) -> np.ndarray:
             xs = np.sort(a[:, 0] + (centre_y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1]))
             mask[row] |= np.searchsorted(xs, centres_x, side="right") % 2 == 1
     return mask
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Image files and samples
+
+
+def _open_image(location: Path | dict | bytes, sample_id: str, role: str) -> Image.Image:
+    """Open and fully decode an image file, `datasets` image dict (`bytes` / `path`) or raw bytes."""
+    try:
+        if isinstance(location, dict):
+            location = location.get("bytes") or location.get("path")
+        if isinstance(location, (bytes, bytearray)):
+            image = Image.open(io.BytesIO(location))
+        elif location is None:
+            raise ValueError("no image data (neither bytes nor path)")
+        else:
+            image = Image.open(location)
+        image.load()  # decode now, so a truncated file fails here and not later
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        raise SampleError(sample_id, f"cannot read the {role}: {type(error).__name__}: {error}") from error
+    return image
+
+
+def _make_sample(sample_id: str, image: Image.Image | np.ndarray, mask: Image.Image | np.ndarray) -> dict:
+    """The sample `{"id", "image": RGB PIL image, "mask": bool array}` of an image and a mask of the same size."""
+    rgb = to_rgb(image, sample_id)
+    binary = mask if isinstance(mask, np.ndarray) and mask.dtype == bool else binarize_mask(mask, sample_id)
+    if binary.shape != (rgb.height, rgb.width):
+        raise SampleError(
+            sample_id,
+            f"mask size {binary.shape[0]}x{binary.shape[1]} differs from image size {rgb.height}x{rgb.width} "
+            "(height x width)",
+        )
+    return {"id": sample_id, "image": rgb, "mask": binary}
