@@ -11,13 +11,13 @@ Hub id). This is how CI runs every example offline on tiny local models and data
 | `BASAM_EXAMPLE_DATASET` | the segmentation dataset | `nobg/DUTS` |
 | `BASAM_EXAMPLE_REPO_ID` | the Hub repo pushed to (`user/name`) | none: give one to push |
 
-`default` as a model name means the package's embedded model (`basam_hf.hub.resolve_model`).
+`default` as a model name means the package's embedded model (`basam_hf.references.resolve_model`).
 """
 
 import argparse
 import os
 
-from basam_hf.hub import resolve_model
+from basam_hf.references import resolve_model
 
 # kind -> (environment variable, Hub default)
 SOURCES = {

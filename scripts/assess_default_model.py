@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def weights_file(name: str) -> Path | None:
-    from basam_hf.hub import resolve_model
+    from basam_hf.references import resolve_model
 
     path = Path(resolve_model(name)) / "model.safetensors"
     return path if path.is_file() else None

@@ -24,6 +24,8 @@ from .constants import (
     DEMO_MAX_FILE_SIZE,
     DEMO_MAX_PIXELS,
     DTYPE_NAMES,
+    LORA_DEFAULTS,
+    LORA_MODE,
     LOSSES,
     MASK_GENERATION_THRESHOLDS,
     MIXED_PRECISION,
@@ -31,7 +33,6 @@ from .constants import (
     SEGMENT_MAX_PIXELS,
     TRAIN_MODES,
 )
-from .lora import LORA_MODE, LoraOptions
 
 # The BA fields that have a command-line option (`--bias-mode`, ...).
 BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coefficient_init")
@@ -868,24 +869,23 @@ def add_convert_commands(commands) -> None:
 
 def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
     """The `finetune` options of `--train lora`."""
-    defaults = LoraOptions()
     group = parser.add_argument_group(
         "LoRA (--train lora)",
         "a peft LoRA adapter on the frozen model, plus the BA parameters (coefficient, learnable slopes); "
         "checkpoints and best/ / final/ hold the adapter only (merge it with `basam-hf merge-lora`)",
     )
-    group.add_argument("--lora-rank", type=int, default=defaults.rank, help="rank r (default: %(default)s)")
+    group.add_argument("--lora-rank", type=int, default=LORA_DEFAULTS["rank"], help="rank r (default: %(default)s)")
     group.add_argument(
         "--lora-alpha",
         type=float,
-        default=defaults.alpha,
+        default=LORA_DEFAULTS["alpha"],
         help="the update is scaled by alpha / rank (default: %(default)s)",
     )
-    group.add_argument("--lora-dropout", type=float, default=defaults.dropout, help="default: %(default)s")
+    group.add_argument("--lora-dropout", type=float, default=LORA_DEFAULTS["dropout"], help="default: %(default)s")
     group.add_argument(
         "--lora-target-modules",
         nargs="+",
-        default=list(defaults.target_modules),
+        default=list(LORA_DEFAULTS["target_modules"]),
         metavar="NAME",
         help="module names or name suffixes that get an adapter, as peft matches them (default: qkv proj, the "
         "vision encoder's attention projections)",

@@ -41,18 +41,6 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 DEMO_MAX_PIXELS = 4096 * 4096
 DEMO_MAX_FILE_SIZE = "50mb"
 
-__all__ = [
-    "BA_CHOICES",
-    "BA_FIELDS",
-    "BA_OFF",
-    "DEMO_MAX_FILE_SIZE",
-    "DEMO_MAX_PIXELS",
-    "DTYPE_NAMES",
-    "LOSSES",
-    "MASK_GENERATION_THRESHOLDS",
-    "MIXED_PRECISION",
-    "TRAIN_MODES",
-]
 
 # `segment`'s defaults: the largest image it reads without --max-pixels (50 megapixels: a 48 MP phone photo passes;
 # the image, its float copy for the processor and one full-size mask per result live in memory at once, and a
@@ -61,3 +49,42 @@ __all__ = [
 SEGMENT_MAX_PIXELS = 50_000_000
 POINTS_PER_SIDE = 32
 AUTOMATIC_PROMPTS_PER_BATCH = 16
+
+# The parameters BA-SAM adds to SAM (per attention layer): the official coefficient and learnable distance slopes.
+BA_PARAMETER_NAMES = ("coefficient", "slopes")
+
+
+def is_ba_parameter(name: str) -> bool:
+    """Whether a state-dict key names a parameter BA-SAM adds to SAM."""
+    return name.rsplit(".", 1)[-1] in BA_PARAMETER_NAMES
+
+
+# `finetune --train lora`: a peft LoRA adapter (basam_hf.lora), peft's defaults, on the vision encoder's attention
+# projections (`qkv`, `proj`: only the encoder's attention layers have modules of these names).
+LORA_MODE = TRAIN_MODES[-1]  # "lora"
+LORA_DEFAULTS = {
+    "rank": 8,
+    "alpha": 8.0,
+    "dropout": 0.0,
+    "target_modules": ("qkv", "proj"),
+    "train_mask_decoder": False,
+}
+
+
+__all__ = [
+    "AUTOMATIC_PROMPTS_PER_BATCH",
+    "BA_CHOICES",
+    "BA_FIELDS",
+    "BA_OFF",
+    "BA_PARAMETER_NAMES",
+    "DEMO_MAX_FILE_SIZE",
+    "DEMO_MAX_PIXELS",
+    "DTYPE_NAMES",
+    "LOSSES",
+    "MASK_GENERATION_THRESHOLDS",
+    "MIXED_PRECISION",
+    "POINTS_PER_SIDE",
+    "SEGMENT_MAX_PIXELS",
+    "TRAIN_MODES",
+    "is_ba_parameter",
+]

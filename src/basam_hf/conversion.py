@@ -14,21 +14,15 @@ from transformers.models.sam.configuration_sam import SamMaskDecoderConfig
 
 from .bias import attention_scale_factor
 from .configuration_basam import BaSamConfig
-from .hub import resolve_model
+from .constants import BA_PARAMETER_NAMES, is_ba_parameter  # noqa: F401 (re-exported)
 from .modeling_basam import BaSamModel
 from .pos_embed import resize_position_embeddings
 from .processing_basam import normalisation_settings, processor_for_model, save_pretrained_with_processor
+from .references import resolve_model
+
 
 # Parameters that BA-SAM adds to SAM; the only keys a SAM checkpoint may lack. Initialised as documented in
 # BaSamVisionConfig: coefficient = coefficient_init (0.1), slopes = ALiBi slopes * bias_slope_scale.
-BA_PARAMETER_NAMES = ("coefficient", "slopes")
-
-
-def is_ba_parameter(name: str) -> bool:
-    """Whether a state-dict key names a parameter BA-SAM adds to SAM."""
-    return name.rsplit(".", 1)[-1] in BA_PARAMETER_NAMES
-
-
 def convert_sam_to_basam(
     source: str | os.PathLike,
     output_dir: str | os.PathLike | None = None,

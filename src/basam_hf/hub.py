@@ -1,5 +1,5 @@
-"""Where models come from and where they go: repo ids, local folders and `default` (the BA-SAM model embedded in the
-package); model cards rendered from the package's template; pushing a model folder to the Hub.
+"""Pushing a model or LoRA adapter folder to the Hub, and Hub failures in one line. (Model references live in
+`basam_hf.references` and model cards in `basam_hf.model_card`; their names stay importable from here.)
 
 A pushed folder must load for people without basam-hf: [`push_to_hub`] refuses a folder whose `config.json` has no
 `auto_map`, or that lacks `configuration_basam.py`, `modeling_basam.py` or a module they (or the processor's
@@ -11,228 +11,36 @@ import contextlib
 import glob
 import json
 import os
-import re
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .constants import BA_FIELDS
-from .lora import is_adapter_folder
+from .model_card import (  # noqa: F401 (re-exported: their home was this module)
+    DEFAULT_LICENSE,
+    MODEL_CARD_FILE,
+    MODEL_CARD_TEMPLATE,
+    default_license_text,
+    evaluation_results,
+    render_model_card,
+    retarget_model_card,
+    write_model_card,
+)
+from .references import (  # noqa: F401 (re-exported: their home was this module)
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    DEFAULT_MODEL_DIR,
+    DEFAULT_MODEL_NAME,
+    hub_id_or_none,
+    is_adapter_folder,
+    is_local_path,
+    resolve_model,
+)
 
 # Nothing heavy at import (no torch, transformers, numpy): the command line reads the error helpers below after a
-# failure, and the model-card functions import what they need.
-
-# The embedded default model (safetensors + config + processor files) ships in the package's `default/` folder.
-DEFAULT_MODEL_NAME = "default"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
-
-
-def resolve_model(name: str | os.PathLike) -> str:
-    """What `from_pretrained` should load for `name`: `default` -> the package's embedded model folder; anything else
-    (a Hub repo id or a local folder) unchanged.
-
-    Raises:
-        FileNotFoundError: for `default` when this installation has no embedded model yet.
-    """
-    if str(name) != DEFAULT_MODEL_NAME:
-        return str(name)
-    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        raise FileNotFoundError(
-            f"The embedded default BA-SAM model is not in this installation ({DEFAULT_MODEL_DIR} has no config.json). "
-            "Pass a Hub repo id or a local model folder instead of `default`, e.g. one made with "
-            "`basam-hf convert-sam facebook/sam-vit-base OUTPUT_DIR`."
-        )
-    return str(DEFAULT_MODEL_DIR)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Model cards
-
-# The one template (package data: installed code renders it); the repository's top-level `model_cards` is a link to
-# this folder, so the template is never kept in two copies.
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "basam_model_card.md"
-MODEL_CARD_FILE = "README.md"
-DEFAULT_LICENSE = "apache-2.0"
-DEFAULT_TAGS = ("ba-sam", "sam", "segment-anything", "mask-generation", "image-segmentation", "vision")
-
-
-def is_local_path(name: str | os.PathLike | None) -> bool:
-    """Whether `name` names an existing local file or folder (so it is not a Hub repo id for the card's metadata)."""
-    return name is not None and Path(name).expanduser().exists()
-
-
-def hub_id_or_none(name: str | os.PathLike | None) -> str | None:
-    """`name` if it can be a Hub repo id (not a local path, not `default`), else `None`."""
-    if name is None or is_local_path(name) or str(name) == DEFAULT_MODEL_NAME:
-        return None
-    return str(name)
-
-
-def evaluation_results(summary: Mapping[str, Any], dataset_id: str | None = None) -> list:
-    """`EvalResult`s (the card's `model-index`) for the BA-SAM rows of an evaluation summary
-    ([`basam_hf.evaluation.evaluate`]): one per metric and input size."""
-    from huggingface_hub import EvalResult
-
-    source = str(summary.get("dataset"))
-    # A local folder is named by its last component: its full path means nothing on the Hub.
-    dataset_name = Path(source).name if is_local_path(source) else source
-    dataset_type = dataset_id or dataset_name
-    results = []
-    for row in summary.get("results", []):
-        if row.get("variant", "ba") != "ba":
-            continue
-        for metric in summary.get("metric_names", []):
-            if metric not in row.get("metrics", {}):
-                continue
-            results.append(
-                EvalResult(
-                    task_type="mask-generation",
-                    dataset_type=dataset_type,
-                    dataset_name=dataset_name,
-                    dataset_split=summary.get("split"),
-                    metric_type=metric,
-                    metric_value=round(float(row["metrics"][metric]), 6),
-                    metric_name=f"{metric} @ {row['size']} px, {summary.get('prompt')} prompt, "
-                    f"{summary.get('protocol')} protocol",
-                )
-            )
-    return results
-
-
-def _evaluation_table(summary: Mapping[str, Any]) -> dict:
-    """The template's view of an evaluation summary: a description line, metric headers and formatted rows."""
-    from .metrics import LOWER_IS_BETTER
-
-    names = list(summary.get("metric_names", []))
-    rows = []
-    for row in summary.get("results", []):
-        counts = row.get("counts", {})
-        values = [f"{row['metrics'][name]:.4f}" if name in row.get("metrics", {}) else "–" for name in names]
-        rows.append(
-            {
-                "model": row.get("model", "BA-SAM"),
-                "size": row.get("size"),
-                "evaluated": counts.get("evaluated", ""),
-                "skipped": counts.get("skipped", ""),
-                "cells": values,
-            }
-        )
-    split = f" (split `{summary['split']}`)" if summary.get("split") else ""
-    source = str(summary.get("dataset"))
-    dataset_name = Path(source).name if is_local_path(source) else source
-    description = (
-        f"On `{dataset_name}`{split}, prompt `{summary.get('prompt')}`, protocol "
-        f"`{summary.get('protocol')}`, seed {summary.get('seed')}."
-    )
-    headers = [f"{name} {'↓' if name in LOWER_IS_BETTER else '↑'}" for name in names]
-    return {"description": description, "metric_names": headers, "rows": rows}
-
-
-def render_model_card(
-    config: Any,
-    *,
-    model_name: str,
-    repo_id: str | None = None,
-    base_model: str | None = None,
-    datasets: Sequence[str] = (),
-    training: Mapping[str, Any] | None = None,
-    evaluation: Mapping[str, Any] | None = None,
-    evaluation_dataset_id: str | None = None,
-    license: str = DEFAULT_LICENSE,
-    license_text: str | None = None,
-    tags: Sequence[str] = DEFAULT_TAGS,
-):
-    """A `huggingface_hub.ModelCard` for a BA-SAM model, rendered from the package's template.
-
-    Args:
-        config: the model's `BaSamConfig` (or its dict).
-        model_name: the card's title and the `model-index` name.
-        repo_id: the repo id used in the loading example (default `model_name`).
-        base_model, datasets: Hub ids for the metadata (local paths must not be passed; see [`hub_id_or_none`]).
-        training: settings of the training run (shown as a table), or `None` for untrained / converted weights.
-        evaluation: an evaluation summary ([`basam_hf.evaluation.evaluate`]); its BA-SAM rows become the
-            `model-index` results and the evaluation table.
-        evaluation_dataset_id: Hub id of the evaluation dataset for `model-index` (default: its name).
-        license: SPDX-style license id for the metadata; `license_text` the card's license section.
-    """
-    from huggingface_hub import ModelCard, ModelCardData
-
-    config_dict = config if isinstance(config, Mapping) else config.to_dict()
-    vision = dict(config_dict.get("vision_config", config_dict))
-    vision.setdefault("pretrain_image_size", vision.get("image_size"))
-    ba_settings = {name: vision[name] for name in BA_FIELDS if name in vision}
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="mask-generation",
-        base_model=base_model,
-        datasets=list(datasets) or None,
-        tags=list(tags),
-        license=license,
-        model_name=model_name,
-        eval_results=evaluation_results(evaluation, evaluation_dataset_id) if evaluation else None,
-    )
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(MODEL_CARD_TEMPLATE),
-        model_name=model_name,
-        repo_id=repo_id or model_name,
-        base_model=base_model,
-        ba_settings=ba_settings,
-        vision=vision,
-        training=dict(training) if training else None,
-        evaluation=_evaluation_table(evaluation) if evaluation else None,
-        license_text=license_text or default_license_text(license),
-    )
-
-
-def default_license_text(license: str) -> str:
-    """The card's license section for a license id."""
-    return f"`{license}`. Check that it is compatible with the licenses of the base model and of the training data."
-
-
-def write_model_card(folder: str | os.PathLike, config_folder: str | os.PathLike | None = None, **card_kwargs) -> Path:
-    """Render a card for the model saved in `folder` (its `config.json`, or that of `config_folder`) and save it as
-    `folder/README.md`. `card_kwargs` go to [`render_model_card`]; `model_name` defaults to the folder name. A LoRA
-    adapter folder gets its own card ([`basam_hf.lora.write_adapter_card`])."""
-    folder = Path(folder)
-    if is_adapter_folder(folder):
-        from .lora import write_adapter_card
-
-        return write_adapter_card(folder, **card_kwargs)
-    config = json.loads((Path(config_folder or folder) / "config.json").read_text(encoding="utf-8"))
-    card_kwargs.setdefault("model_name", folder.resolve().name)
-    card = render_model_card(config, **card_kwargs)
-    path = folder / MODEL_CARD_FILE
-    card.save(str(path))
-    return path
-
-
-# The repo id in the loading examples of the templates: `from_pretrained("ID"`, `model="ID"` and an adapter's
-# `PeftModel.from_pretrained(model, "ID"` (its base is named by a variable, so it stays).
-_LOADING_ID = re.compile(r'(from_pretrained\((?:model, )?|model=)"[^"]*"')
-
-
-def retarget_model_card(path: str | os.PathLike, repo_id: str):
-    """The card at `path` pointed at `repo_id` (title, `model-index` name, loading examples), or `None` when it needs
-    no change. A card written by basam-hf for a local folder (e.g. by `finetune` without `push_to_hub`) names that
-    folder, and pushed as it is it would tell Hub users to load a path on the trainer's disk. Cards without the
-    `ba-sam` tag (written by hand) are left alone (`None`). Nothing is written: save the returned card."""
-    from huggingface_hub import ModelCard
-
-    card = ModelCard.load(path)
-    if "ba-sam" not in (card.data.tags or []):
-        return None
-    old_name, name = card.data.model_name, repo_id.split("/")[-1]
-    text = _LOADING_ID.sub(lambda match: f'{match.group(1)}"{repo_id}"', card.text)
-    if old_name:
-        text = text.replace(f"\n# {old_name}\n", f"\n# {name}\n", 1)
-    if text == card.text and old_name == name:
-        return None
-    card.text, card.data.model_name = text, name
-    return card
-
+# failure.
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Pushing to the Hub
@@ -340,6 +148,31 @@ def files_to_upload(folder: str | os.PathLike) -> list[str]:
     return files
 
 
+def check_adapter_pushable(folder: str | os.PathLike) -> list[str]:
+    """Check that an adapter folder names its base and has weights; return the files to upload. Warns when the base
+    is a local folder: Hub users need it on the Hub too.
+
+    Raises:
+        ValueError: for an adapter without weights or without a base model reference.
+    """
+    folder = Path(folder)
+    if not (folder / ADAPTER_WEIGHTS_FILE).is_file():
+        raise ValueError(f"{folder} has an {ADAPTER_CONFIG_FILE} but no {ADAPTER_WEIGHTS_FILE}.")
+    base = json.loads((folder / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(
+            f"{folder / ADAPTER_CONFIG_FILE} names no base model: set base_model_name_or_path to the base's Hub id."
+        )
+    if is_local_path(base) or Path(base).is_absolute():
+        warnings.warn(
+            f"The adapter's base model is the local folder {base}: Hub users cannot load it. Push the base too "
+            f"(basam-hf push {base} OWNER/NAME) and set base_model_name_or_path in {ADAPTER_CONFIG_FILE} to OWNER/NAME.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return files_to_upload(folder)
+
+
 def check_pushable(folder: str | os.PathLike) -> list[str]:
     """Check that `folder` would load for others; return the files to upload.
 
@@ -349,9 +182,7 @@ def check_pushable(folder: str | os.PathLike) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder.")
-    if is_adapter_folder(folder):  # a LoRA adapter (issue 29): it needs its base, not code files
-        from .lora import check_adapter_pushable
-
+    if is_adapter_folder(folder):  # a LoRA adapter: it needs its base, not code files
         return check_adapter_pushable(folder)
     required = required_code_files(folder)
     missing = [name for name in required if not (folder / name).is_file()]
@@ -551,6 +382,7 @@ __all__ = [
     "DEFAULT_MODEL_NAME",
     "MODEL_CARD_TEMPLATE",
     "PushResult",
+    "check_adapter_pushable",
     "check_pushable",
     "connection_failure_reason",
     "default_license_text",

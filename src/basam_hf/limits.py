@@ -75,7 +75,7 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
 def read_model_config(model: str | os.PathLike) -> dict | None:
     """The `config.json` of a local model folder or of `default`, as a dict; `None` for a Hub id (not fetched here:
     loading the model reports an unreachable Hub in one line) or a folder without one."""
-    from .hub import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
+    from .references import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
 
     folder = DEFAULT_MODEL_DIR if str(model) == DEFAULT_MODEL_NAME else Path(model).expanduser()
     try:

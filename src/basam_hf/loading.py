@@ -1,5 +1,5 @@
 """One way to load a BA-SAM model: [`load_model_and_processor`] resolves the model reference once (`default`, a
-folder or a Hub repo id, see [`basam_hf.hub.resolve_model`]), builds the model once with its BA settings and dtype
+folder or a Hub repo id, see [`basam_hf.references.resolve_model`]), builds the model once with its BA settings and dtype
 applied while loading (`BaSamModel.from_pretrained(path, bias_mode=..., dtype=...)`, one read of `config.json`), and
 loads the processor saved with it.
 
@@ -19,9 +19,9 @@ from transformers.utils import logging as transformers_logging
 from .configuration_basam import BaSamConfig
 from .constants import BA_FIELDS, BA_OFF, DTYPE_NAMES
 from .conversion import is_ba_parameter
-from .hub import resolve_model
 from .modeling_basam import BaSamModel
 from .processing_basam import BaSamProcessor, normalisation_settings, processor_for_model
+from .references import resolve_model
 
 # Floating-point types a model can run in (`dtype=` in the Python API, `--dtype` on the command line).
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}

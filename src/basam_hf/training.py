@@ -66,9 +66,10 @@ from .data import (
     prompts_from_mask,
     sample_rng,
 )
-from .hub import hub_id_or_none, resolve_model
-from .lora import LORA_MODE, LoraOptions, lora_options, prepare_lora_training
+from .lora import LORA_MODE, LoraOptions, is_lora_model, lora_options, prepare_lora_training, save_adapter
 from .losses import LOSSES, mask_targets, training_loss
+from .model_card import write_model_card
+from .references import hub_id_or_none, resolve_model
 
 # A training prompt that draws a prompt kind per batch ([`batch_prompt`]).
 MIXED_PROMPT = "mixed"
@@ -445,8 +446,6 @@ def training_card_table(settings: dict, patch_size: int) -> dict[str, Any]:
 
 def _export(model, processor, folder: Path, card: dict) -> None:
     """`save_pretrained_with_processor` + model card into a temporary folder, then [`replace_directory`]."""
-    from .hub import write_model_card
-    from .lora import is_lora_model, save_adapter
     from .processing_basam import save_pretrained_with_processor
 
     temporary = folder.with_name(f".tmp-{folder.name}")
