@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install basam-hf into a fresh virtual environment of its own and run the test suite.
+# Install basam-hf into a fresh virtual environment of its own, check the code style (ruff) and run the test suite.
 # Usage: bash scripts/test.sh [pytest arguments]
 #
 # The environment is BASAM_TEST_VENV (default .venv-basam-test in the checkout, ignored by git): the script makes it,
@@ -41,6 +41,10 @@ fi
 # transformers' generic model tests (not in its wheel) for tests/test_modeling_common_basam.py
 python scripts/fetch_transformers_tests.py
 set +e
+# Lint first (a few seconds); the tests run whatever it finds, and the script fails if either fails.
+LINT_PATHS=(src tests benchmarks scripts examples)
+ruff check "${LINT_PATHS[@]}" && ruff format --check "${LINT_PATHS[@]}"
+lint_rc=$?
 python -m pytest "$@"
 rc=$?
 set -e
@@ -48,5 +52,9 @@ set -e
 if [ "$rc" -eq 5 ] && compgen -G "tests/test_*.py" >/dev/null; then
     echo "pytest ran no test (all deselected); the suite has tests, so this is not a failure."
     rc=0
+fi
+if [ "$lint_rc" -ne 0 ]; then
+    echo "scripts/test.sh: ruff found style problems (above): fix them with 'ruff check --fix' and 'ruff format'." >&2
+    [ "$rc" -eq 0 ] && rc=1
 fi
 exit "$rc"
