@@ -2,15 +2,18 @@
 mask of the same weights with BA switched off, at an input size of your choice.
 
 Gradio is optional (`pip install "basam-hf[demo]"`): it is imported only by [`build_demo`] and the `basam-hf demo`
-command, so the prediction helpers here ([`add_click`], [`draw_prompts`], [`predict`], ...) work without it. The
-prompts a user clicks are kept in pixels of the original image, which is what [`basam_hf.segment.segment_image`]
-takes, so the page and the Python API give the very same mask for the same prompt and size.
+command, so the prediction functions here ([`predict`], [`mask_overlay`], ...) and the page's inputs
+([`basam_hf.demo_inputs`]: prompts, images, sizes; importable from here too) work without it. The prompts a user
+clicks are kept in pixels of the original image, which is what [`basam_hf.segment.segment_image`] takes, so the page
+and the Python API give the very same mask for the same prompt and size.
+
+The page is built in named pieces: [`build_demo`] loads the models and calls `_layout` (the components) and
+`_connect_events` (each event to a method of [`DemoHandlers`], which hold what the events do).
 """
 
 import argparse
 import atexit
 import functools
-import json
 import logging
 import os
 import shutil
@@ -26,20 +29,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .constants import BA_OFF
 from .constants import DEMO_MAX_FILE_SIZE as DEFAULT_MAX_FILE_SIZE
 from .constants import DEMO_MAX_PIXELS as DEFAULT_MAX_PIXELS
+from .demo_inputs import (
+    BOX,
+    DEFAULT_PROMPT_MODE,
+    NEGATIVE,
+    NEGATIVE_COLOR,
+    POSITIVE,
+    POSITIVE_COLOR,
+    PROMPT_MODES,
+    SizeRange,
+    add_click,
+    draw_prompts,
+    empty_prompts,
+    has_prompt,
+    prompts_text,
+    read_image,
+    undo_click,
+)
 
 logger = logging.getLogger(__name__)
 
-POSITIVE = "object point (+)"
-NEGATIVE = "background point (-)"
-BOX = "box (click two corners)"
-PROMPT_MODES = (POSITIVE, NEGATIVE, BOX)
-# The page starts in box mode: the embedded default model's boxes beat its single clicks (README).
-DEFAULT_PROMPT_MODE = BOX
 # Bundled samples: (seed, (height, width)) of `basam_hf.synthetic.render_sample`, rendered at start-up (deterministic).
 SAMPLE_SCENES = ((1, (320, 320)), (3, (256, 384)), (4, (384, 288)))
 # Real photos among the samples when the package that ships them is installed (scikit-image, in the `train` / `dev`
@@ -48,163 +62,9 @@ SAMPLE_PHOTOS = ("coffee", "camera")
 # BA settings the page can change; the others stay as the model has them.
 UI_BA_FIELDS = ("bias_mode", "attention_scaling", "bias_slope_scale")
 GRADIO_MISSING = 'The demo needs Gradio: pip install "basam-hf[demo]" (or: pip install "gradio>=5").'
-# Colours (Okabe-Ito, as in `basam_hf.segment`): object points, background points, box.
-POSITIVE_COLOR, NEGATIVE_COLOR, BOX_COLOR = (0, 158, 115), (213, 94, 0), (86, 180, 233)
-
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Prompts (plain dicts, so that Gradio can keep them in a per-session `gr.State`)
-
-
-def empty_prompts() -> dict:
-    """No prompt yet: `points` `[[x, y], ...]` with `labels` (1 object, 0 background), one `box`, and the first
-    `corner` of a box being drawn."""
-    return {"points": [], "labels": [], "box": None, "corner": None}
-
-
-def add_click(prompts: Mapping[str, Any], x: float, y: float, mode: str) -> dict:
-    """The prompts after a click at `(x, y)` (original-image pixels): a point, or a box corner; the second corner
-    completes the box (one box at a time: a new box replaces the old one)."""
-    if mode not in PROMPT_MODES:
-        raise ValueError(f"Unknown prompt mode {mode!r}; choose one of {list(PROMPT_MODES)}.")
-    prompts = json.loads(json.dumps(prompts))  # a copy: Gradio states must not be changed in place
-    x, y = round(float(x)), round(float(y))
-    if mode == BOX:
-        if prompts["corner"] is None:
-            prompts["corner"] = [x, y]
-        else:
-            x0, y0 = prompts["corner"]
-            prompts["box"] = [min(x0, x), min(y0, y), max(x0, x), max(y0, y)]
-            prompts["corner"] = None
-    else:
-        prompts["points"].append([x, y])
-        prompts["labels"].append(1 if mode == POSITIVE else 0)
-    return prompts
-
-
-def undo_click(prompts: Mapping[str, Any]) -> dict:
-    """The prompts without the latest addition: a pending box corner, else the last point, else the box."""
-    prompts = json.loads(json.dumps(prompts))
-    if prompts["corner"] is not None:
-        prompts["corner"] = None
-    elif prompts["points"]:
-        prompts["points"].pop()
-        prompts["labels"].pop()
-    else:
-        prompts["box"] = None
-    return prompts
-
-
-def prompts_text(prompts: Mapping[str, Any]) -> str:
-    """The prompts as JSON, shown in the page: exactly what the model receives (in original-image pixels)."""
-    shown = {"points": prompts["points"], "labels": prompts["labels"], "box": prompts["box"]}
-    if prompts.get("corner") is not None:
-        shown["box_first_corner"] = prompts["corner"]
-    return json.dumps(shown)
-
-
-def has_prompt(prompts: Mapping[str, Any]) -> bool:
-    return bool(prompts["points"]) or prompts["box"] is not None
-
-
-def draw_prompts(image: Image.Image, prompts: Mapping[str, Any]) -> Image.Image:
-    """A copy of `image` with the points (green: object, orange: background) and the box drawn on it."""
-    canvas = image.convert("RGB")
-    draw = ImageDraw.Draw(canvas)
-    radius = max(3, round(0.012 * max(canvas.size)))
-    line = max(2, radius // 2)
-    if prompts["box"] is not None:
-        draw.rectangle(prompts["box"], outline=BOX_COLOR, width=line)
-    if prompts.get("corner") is not None:
-        x, y = prompts["corner"]
-        draw.line([x - radius, y, x + radius, y], fill=BOX_COLOR, width=line)
-        draw.line([x, y - radius, x, y + radius], fill=BOX_COLOR, width=line)
-    for (x, y), label in zip(prompts["points"], prompts["labels"]):
-        color = POSITIVE_COLOR if label == 1 else NEGATIVE_COLOR
-        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color, outline=(255, 255, 255), width=1)
-    return canvas
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Images, sizes and samples
-
-
-def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """An 8-bit RGB image from a file, upright as browsers show it (EXIF orientation applied), so that clicked pixels
-    are image pixels.
-
-    Raises:
-        ValueError: with a message for the page: not an image, or more than `max_pixels` pixels (checked from the
-            header, before decoding).
-    """
-    from .data import to_rgb
-
-    name = Path(path).name
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ValueError(_too_large(width, height, max_pixels))
-            image = ImageOps.exif_transpose(image)  # a loaded copy, independent of the file
-            return to_rgb(image).copy()
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"{name} is too large to decode safely ({error}).") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        reason = str(error).replace(str(path), name)
-        raise ValueError(
-            f"Could not read {name} as an image ({reason}). Use a PNG, JPEG, WebP or TIFF file."
-        ) from None
-
-
-def _too_large(width: int, height: int, max_pixels: int) -> str:
-    return (
-        f"The image is {width}x{height} = {width * height / 1e6:.1f} megapixels; this demo accepts up to "
-        f"{max_pixels / 1e6:.1f} megapixels (basam-hf demo --max-pixels). Downscale it and try again."
-    )
-
-
-@dataclass(frozen=True)
-class SizeRange:
-    """Input sizes (longest edge) offered by the page: multiples of the patch size from `minimum` to `maximum`."""
-
-    minimum: int
-    maximum: int
-    default: int
-    step: int
-
-    @classmethod
-    def for_model(
-        cls,
-        image_size: int,
-        patch_size: int,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        default: int | None = None,
-    ) -> "SizeRange":
-        """Half to twice the model's size by default (512-2048 for SAM): BA-SAM's point is sizes other than the
-        pretraining one, and the largest costs about 10x the default on a CPU."""
-        minimum = minimum if minimum is not None else max(patch_size, image_size // 2 // patch_size * patch_size)
-        maximum = maximum if maximum is not None else 2 * image_size
-        default = default if default is not None else min(max(image_size, minimum), maximum)
-        for name, value in (("minimum", minimum), ("maximum", maximum), ("default", default)):
-            if value <= 0 or value % patch_size:
-                raise ValueError(f"The {name} input size must be a positive multiple of {patch_size}, got {value}.")
-        if not minimum <= default <= maximum:
-            raise ValueError(
-                f"Input sizes must satisfy minimum <= default <= maximum, got {minimum}, {default}, {maximum}."
-            )
-        return cls(minimum, maximum, default, patch_size)
-
-    def check(self, size: float) -> int:
-        """`size` as an int, or a `ValueError` for the page (not a multiple of the patch size, out of range)."""
-        if size is None or float(size) != int(size):
-            raise ValueError(f"The input size must be a whole number of pixels, got {size}.")
-        size = int(size)
-        if size % self.step:
-            raise ValueError(f"The input size must be a multiple of the patch size {self.step}, got {size}.")
-        if not self.minimum <= size <= self.maximum:
-            raise ValueError(f"The input size must be between {self.minimum} and {self.maximum}, got {size}.")
-        return size
+# Samples
 
 
 def write_sample_images(folder: str | os.PathLike) -> list[Path]:
@@ -490,56 +350,92 @@ def build_demo(
         FileNotFoundError, OSError, ValueError: when the model cannot be loaded (e.g. `default` not installed).
     """
     gr = _import_gradio()
-    models = (
-        models
-        if models is not None
-        else DemoModels(model, ba_settings=ba_settings, dtype=dtype, torch_dtype=torch_dtype)
-    )
+    if models is None:
+        models = DemoModels(model, ba_settings=ba_settings, dtype=dtype, torch_dtype=torch_dtype)
     vision = models.vision_config
     sizes = SizeRange.for_model(vision.image_size, vision.patch_size, min_size, max_size, size)
     models.warm_up(sizes.minimum)
     work_dir = Path(tempfile.mkdtemp(prefix="basam-demo-"))
     atexit.register(shutil.rmtree, work_dir, ignore_errors=True)  # samples and mask files live as long as the page
     samples = write_sample_images(work_dir / "samples")
-    masks_dir = work_dir / "masks"
-    own = models.settings
+    handlers = DemoHandlers(models, sizes, max_pixels, work_dir / "masks")
+    with gr.Blocks(title="BA-SAM demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# BA-SAM: bias-mode attention for SAM at any input size")
+        gr.Markdown(_description(models))
+        page = _layout(gr, models, sizes)
+        _connect_events(gr, page, handlers, samples)
+    demo.queue(default_concurrency_limit=1, max_size=16)
+    return demo
 
-    def cleared():
+
+def _description(models: DemoModels) -> str:
+    vision, own = models.vision_config, models.settings
+    return (
+        f"Model **{models.name}** ({str(models.model.dtype).removeprefix('torch.')}): pretrained at "
+        f"{vision.pretrain_image_size} px, patch {vision.patch_size}; BA: "
+        f"`{own['bias_mode']}` bias, `{own['attention_scaling']}` attention scaling.\n\n"
+        "Pick a sample or upload an image, click points on it (or two corners of a box), choose the input size and "
+        "press **Run**: left, BA-SAM's mask; right, the mask of the same weights with BA switched off (plain SAM)."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The page's event handlers: plain functions of the components' values (Gradio adapters in `_connect_events`)
+
+
+def _no_results() -> tuple:
+    return None, None, None, None, ""
+
+
+@dataclass
+class DemoHandlers:
+    """What the page's events do, with the models, the size range, the image limit and where mask files go."""
+
+    models: DemoModels
+    sizes: SizeRange
+    max_pixels: int
+    masks_dir: Path
+
+    def cleared(self) -> tuple:
+        """No image: empty state, prompts and results."""
         return None, empty_prompts(), None, prompts_text(empty_prompts()), *_no_results()
 
-    def new_image(value):
+    def new_image(self, value) -> tuple:
+        """An uploaded or sample image (a raw component value): read with its limits, prompts and results reset."""
         path = _upload_path(value)
         if path is None:
-            return cleared()
-        image = read_image(path, max_pixels)
+            return self.cleared()
+        image = read_image(path, self.max_pixels)
         prompts = empty_prompts()
         return image, prompts, image, prompts_text(prompts), *_no_results()
 
-    def click(image, prompts, mode, event: gr.SelectData):
+    def click(self, image, prompts, mode: str, index) -> tuple:
+        """A click at `index` (pixel `(x, y)` of the shown image) adds a point or a box corner."""
         if image is None:
             raise ValueError("Upload or pick an image first.")
-        x, y = event.index[:2]
+        x, y = index[:2]
         x, y = min(max(int(x), 0), image.width - 1), min(max(int(y), 0), image.height - 1)
         prompts = add_click(prompts, x, y, mode)
         return draw_prompts(image, prompts), prompts, prompts_text(prompts)
 
-    def undo(image, prompts):
+    def undo(self, image, prompts) -> tuple:
         prompts = undo_click(prompts)
         return (draw_prompts(image, prompts) if image is not None else None), prompts, prompts_text(prompts)
 
-    def clear(image):
+    def clear(self, image) -> tuple:
         prompts = empty_prompts()
         return image, prompts, prompts_text(prompts), *_no_results()
 
-    def run(image, prompts, input_size, bias_mode, attention_scaling, slope_scale, progress=gr.Progress()):  # noqa
+    def run(self, image, prompts, input_size, bias_mode, attention_scaling, slope_scale, progress=None) -> tuple:
+        """BA-SAM's and the BA-off mask for the prompts: overlays, PNG files and the scores table."""
         if image is None:
             raise ValueError("Upload an image or pick a sample first.")
-        input_size = sizes.check(input_size)
+        input_size = self.sizes.check(input_size)
         settings = {"bias_mode": bias_mode, "attention_scaling": attention_scaling}
-        if models.has_fixed_slopes():
+        if self.models.has_fixed_slopes():
             settings["bias_slope_scale"] = float(slope_scale)
-        result = predict(models, image, prompts, input_size, settings, lambda f, text: progress(f, desc=text))
-        run_dir = _fresh_run_dir(masks_dir)
+        result = predict(self.models, image, prompts, input_size, settings, progress)
+        run_dir = _fresh_run_dir(self.masks_dir)
         ba_path = run_dir / f"mask_ba-sam_{input_size}px.png"
         off_path = run_dir / f"mask_ba-off_{input_size}px.png"
         mask_png(result.ba_mask).save(ba_path)
@@ -552,120 +448,149 @@ def build_demo(
             results_markdown(result),
         )
 
-    description = (
-        f"Model **{models.name}** ({str(models.model.dtype).removeprefix('torch.')}): pretrained at "
-        f"{vision.pretrain_image_size} px, patch {vision.patch_size}; BA: "
-        f"`{own['bias_mode']}` bias, `{own['attention_scaling']}` attention scaling.\n\n"
-        "Pick a sample or upload an image, click points on it (or two corners of a box), choose the input size and "
-        "press **Run**: left, BA-SAM's mask; right, the mask of the same weights with BA switched off (plain SAM)."
-    )
-    with gr.Blocks(title="BA-SAM demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown("# BA-SAM: bias-mode attention for SAM at any input size")
-        gr.Markdown(description)
-        image_state = gr.State(None)
-        prompts_state = gr.State(empty_prompts())
-        # Created here, shown in the right-hand column below: the samples (left column) update them.
-        ba_image = gr.Image(
-            label="BA-SAM", type="pil", format="png", interactive=False, elem_id="basam-ba", render=False
-        )
-        off_image = gr.Image(
-            label="BA off (plain SAM)", type="pil", format="png", interactive=False, elem_id="basam-off", render=False
-        )
-        ba_file = gr.File(label="BA-SAM mask (PNG)", interactive=False, elem_id="basam-ba-file", render=False)
-        off_file = gr.File(label="BA-off mask (PNG)", interactive=False, elem_id="basam-off-file", render=False)
-        scores = gr.Markdown(elem_id="basam-scores", render=False)
-        with gr.Row():
-            with gr.Column(scale=1):
-                input_image = gr.Image(
-                    label="Image: click to add prompts",
-                    type="filepath",
-                    image_mode=None,
-                    sources=["upload", "clipboard"],
-                    format="png",
-                    elem_id="basam-input",
-                )
-                mode = gr.Radio(
-                    list(PROMPT_MODES), value=DEFAULT_PROMPT_MODE, label="A click adds", elem_id="basam-mode"
-                )
-                with gr.Row():
-                    undo_button = gr.Button("Undo last", size="sm")
-                    clear_button = gr.Button("Clear prompts", size="sm")
-                prompt_box = gr.Textbox(
-                    value=prompts_text(empty_prompts()),
-                    label="Prompts sent to the model (original-image pixels)",
-                    interactive=False,
-                    elem_id="basam-prompts",
-                )
-                input_size = gr.Slider(
-                    sizes.minimum,
-                    sizes.maximum,
-                    value=sizes.default,
-                    step=sizes.step,
-                    label=f"Input size (longest edge, multiple of {sizes.step}; the model was trained at "
-                    f"{vision.pretrain_image_size})",
-                    elem_id="basam-size",
-                )
-                with gr.Accordion("BA settings of the left mask", open=False):
-                    bias_mode = gr.Radio(models.bias_mode_choices(), value=own["bias_mode"], label="bias mode")
-                    attention_scaling = gr.Radio(
-                        models.attention_scaling_choices(), value=own["attention_scaling"], label="attention scaling"
-                    )
-                    own_scale = float(own["bias_slope_scale"])  # --bias-slope-scale may lie outside 0.25-4
-                    slope_scale = gr.Slider(
-                        min(0.25, own_scale),
-                        max(4.0, own_scale),
-                        value=own_scale,
-                        step=0.25,
-                        label="slope scale (distance bias)",
-                        visible=models.has_fixed_slopes(),
-                    )
-                run_button = gr.Button("Run", variant="primary", elem_id="basam-run")
-                samples_slot = gr.Column()
-            with gr.Column(scale=2):
-                with gr.Row():
-                    ba_image.render()
-                    off_image.render()
-                with gr.Row():
-                    ba_file.render()
-                    off_file.render()
-                scores.render()
 
-        results = [ba_image, off_image, ba_file, off_file, scores]
-        image_outputs = [image_state, prompts_state, input_image, prompt_box, *results]
-        with samples_slot:
-            # Raw values (preprocess=False) here and on upload: the file is read by `read_image`, so bad or huge
-            # files get a readable message.
-            gr.Examples(
-                examples=[[str(path)] for path in samples],
-                inputs=[input_image],
-                outputs=image_outputs,
-                fn=_readable_errors(new_image),
-                run_on_click=True,
-                cache_examples=False,
-                preprocess=False,
-                label="Samples (synthetic scenes)",
-                elem_id="basam-samples",
+# ---------------------------------------------------------------------------------------------------------------------
+# The page's layout
+
+
+@dataclass
+class _Page:
+    """The components the events read and write."""
+
+    image_state: Any
+    prompts_state: Any
+    input_image: Any
+    mode: Any
+    undo_button: Any
+    clear_button: Any
+    prompt_box: Any
+    input_size: Any
+    ba_controls: list
+    run_button: Any
+    samples_slot: Any
+    results: list  # BA-SAM overlay, BA-off overlay, their PNG files, the scores table
+
+
+def _result_components(gr) -> list:
+    """The results, created unrendered: they are shown in the right-hand column, but the samples (left) update
+    them."""
+    image = functools.partial(gr.Image, type="pil", format="png", interactive=False, render=False)
+    return [
+        image(label="BA-SAM", elem_id="basam-ba"),
+        image(label="BA off (plain SAM)", elem_id="basam-off"),
+        gr.File(label="BA-SAM mask (PNG)", interactive=False, elem_id="basam-ba-file", render=False),
+        gr.File(label="BA-off mask (PNG)", interactive=False, elem_id="basam-off-file", render=False),
+        gr.Markdown(elem_id="basam-scores", render=False),
+    ]
+
+
+def _ba_controls(gr, models: DemoModels) -> list:
+    """Bias mode, attention scaling and slope scale of the left mask, starting from the model's own."""
+    own = models.settings
+    with gr.Accordion("BA settings of the left mask", open=False):
+        bias_mode = gr.Radio(models.bias_mode_choices(), value=own["bias_mode"], label="bias mode")
+        attention_scaling = gr.Radio(
+            models.attention_scaling_choices(), value=own["attention_scaling"], label="attention scaling"
+        )
+        own_scale = float(own["bias_slope_scale"])  # --bias-slope-scale may lie outside 0.25-4
+        slope_scale = gr.Slider(
+            min(0.25, own_scale),
+            max(4.0, own_scale),
+            value=own_scale,
+            step=0.25,
+            label="slope scale (distance bias)",
+            visible=models.has_fixed_slopes(),
+        )
+    return [bias_mode, attention_scaling, slope_scale]
+
+
+def _layout(gr, models: DemoModels, sizes: SizeRange) -> _Page:
+    """Left: the image, prompt controls, input size, BA settings, Run and the samples; right: the results."""
+    state = (gr.State(None), gr.State(empty_prompts()))  # the image and its prompts, per session
+    results = _result_components(gr)
+    with gr.Row():
+        with gr.Column(scale=1):
+            input_image = gr.Image(
+                label="Image: click to add prompts",
+                type="filepath",
+                image_mode=None,
+                sources=["upload", "clipboard"],
+                format="png",
+                elem_id="basam-input",
             )
-        input_image.upload(_readable_errors(new_image), input_image, image_outputs, preprocess=False)
-        input_image.clear(_readable_errors(cleared), None, image_outputs)
-        input_image.select(
-            _readable_errors(click), [image_state, prompts_state, mode], [input_image, prompts_state, prompt_box]
-        )
-        undo_button.click(
-            _readable_errors(undo), [image_state, prompts_state], [input_image, prompts_state, prompt_box]
-        )
-        clear_button.click(_readable_errors(clear), image_state, [input_image, prompts_state, prompt_box, *results])
-        run_button.click(
-            _readable_errors(run),
-            [image_state, prompts_state, input_size, bias_mode, attention_scaling, slope_scale],
-            results,
-        )
-    demo.queue(default_concurrency_limit=1, max_size=16)
-    return demo
+            mode = gr.Radio(list(PROMPT_MODES), value=DEFAULT_PROMPT_MODE, label="A click adds", elem_id="basam-mode")
+            with gr.Row():
+                undo_button = gr.Button("Undo last", size="sm")
+                clear_button = gr.Button("Clear prompts", size="sm")
+            prompt_box = gr.Textbox(
+                value=prompts_text(empty_prompts()),
+                label="Prompts sent to the model (original-image pixels)",
+                interactive=False,
+                elem_id="basam-prompts",
+            )
+            input_size = gr.Slider(
+                sizes.minimum,
+                sizes.maximum,
+                value=sizes.default,
+                step=sizes.step,
+                label=f"Input size (longest edge, multiple of {sizes.step}; the model was trained at "
+                f"{models.vision_config.pretrain_image_size})",
+                elem_id="basam-size",
+            )
+            ba_controls = _ba_controls(gr, models)
+            run_button = gr.Button("Run", variant="primary", elem_id="basam-run")
+            samples_slot = gr.Column()
+        with gr.Column(scale=2):
+            for row in (results[:2], results[2:4]):
+                with gr.Row():
+                    for component in row:
+                        component.render()
+            results[4].render()
+    controls = (input_image, mode, undo_button, clear_button, prompt_box, input_size, ba_controls, run_button)
+    return _Page(*state, *controls, samples_slot, results)
 
 
-def _no_results() -> tuple:
-    return None, None, None, None, ""
+# ---------------------------------------------------------------------------------------------------------------------
+# Events
+
+
+def _connect_events(gr, page: _Page, handlers: DemoHandlers, samples: list[Path]) -> None:
+    """Each event calls its handler, errors shown as a short message in the page ([`_readable_errors`])."""
+
+    # Gradio passes the click position and a progress tracker to parameters annotated / defaulted like these.
+    def click(image, prompts, mode, event: gr.SelectData):
+        return handlers.click(image, prompts, mode, event.index)
+
+    def run(image, prompts, input_size, bias_mode, attention_scaling, slope_scale, progress=gr.Progress()):  # noqa
+        report = lambda fraction, text: progress(fraction, desc=text)  # noqa: E731
+        return handlers.run(image, prompts, input_size, bias_mode, attention_scaling, slope_scale, report)
+
+    image_outputs = [page.image_state, page.prompts_state, page.input_image, page.prompt_box, *page.results]
+    prompt_outputs = [page.input_image, page.prompts_state, page.prompt_box]
+    with page.samples_slot:
+        # Raw values (preprocess=False) here and on upload: the file is read by `read_image`, so bad or huge
+        # files get a readable message.
+        gr.Examples(
+            examples=[[str(path)] for path in samples],
+            inputs=[page.input_image],
+            outputs=image_outputs,
+            fn=_readable_errors(handlers.new_image),
+            run_on_click=True,
+            cache_examples=False,
+            preprocess=False,
+            label="Samples (synthetic scenes)",
+            elem_id="basam-samples",
+        )
+    page.input_image.upload(_readable_errors(handlers.new_image), page.input_image, image_outputs, preprocess=False)
+    page.input_image.clear(_readable_errors(handlers.cleared), None, image_outputs)
+    page.input_image.select(_readable_errors(click), [page.image_state, page.prompts_state, page.mode], prompt_outputs)
+    page.undo_button.click(_readable_errors(handlers.undo), [page.image_state, page.prompts_state], prompt_outputs)
+    page.clear_button.click(_readable_errors(handlers.clear), page.image_state, [*prompt_outputs, *page.results])
+    page.run_button.click(
+        _readable_errors(run),
+        [page.image_state, page.prompts_state, page.input_size, *page.ba_controls],
+        page.results,
+    )
 
 
 def _fresh_run_dir(root: Path, keep_seconds: float = 3600) -> Path:
@@ -723,7 +648,10 @@ __all__ = [
     "DEFAULT_MAX_FILE_SIZE",
     "DEFAULT_MAX_PIXELS",
     "NEGATIVE",
+    "NEGATIVE_COLOR",
     "POSITIVE",
+    "POSITIVE_COLOR",
+    "DemoHandlers",
     "DemoModels",
     "Prediction",
     "SizeRange",

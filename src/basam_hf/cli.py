@@ -33,6 +33,16 @@ from .constants import (
     SEGMENT_MAX_PIXELS,
     TRAIN_MODES,
 )
+from .settings import (
+    DTYPE_HELP,
+    SIZE_ROUNDING,
+    DatasetSettings,
+    EvaluateSettings,
+    add_settings_arguments,
+    coco_files,
+    settings_from_args,
+)
+from .settings import positive_int as _positive_int
 
 # The BA fields that have a command-line option (`--bias-mode`, ...).
 BA_OPTION_NAMES = (*BA_CHOICES, "bias_slope_scale", "learnable_slopes", "coefficient_init")
@@ -53,12 +63,6 @@ FINETUNE_OUTPUTS = (
     ".trash-*",
 )
 MODEL_FOLDER_OUTPUTS = ("*",)  # a model folder holds nothing else: it is uploaded whole by `push`
-
-# What --size means for the commands that take one (the processor pads its input up to whole patches).
-SIZE_ROUNDING = (
-    "the image's longest edge is resized to SIZE and padded to a square whose side is SIZE rounded up to a multiple "
-    "of the patch size (16 for SAM): 1000 runs the model at 1008"
-)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Arguments shared by several commands
@@ -104,17 +108,6 @@ def _model_with_settings(args: argparse.Namespace):
     """For the API functions that take a name or a model: `args.model` itself without BA options (reports name it
     as given), else [`load_model_from_args`]."""
     return load_model_from_args(args).model if ba_settings_from_args(args) else args.model
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number above 0 (sizes, counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {value}")
-    return value
 
 
 def _is_main_process() -> bool:
@@ -305,29 +298,18 @@ def _print_converted(model, output: str) -> None:
 
 def add_coco_options(parser: argparse.ArgumentParser) -> None:
     """`--coco-annotations FILE --images DIR`: a COCO instances file and its images folder as the dataset."""
-    parser.add_argument(
-        "--coco-annotations",
-        default=None,
-        metavar="FILE",
-        help="COCO instances JSON (official layout; CVAT, Label Studio, Roboflow exports): one sample per non-crowd "
-        "object, instead of --dataset",
-    )
-    parser.add_argument("--images", default=None, metavar="DIR", help="the images folder of --coco-annotations")
+    add_settings_arguments(parser, DatasetSettings, ("coco_annotations", "images"))
 
 
-def _dataset_argument(args: argparse.Namespace):
-    """`--dataset`, or the `SegmentationDataset` of `--coco-annotations FILE --images DIR`."""
-    if args.coco_annotations is None and args.images is None:
+def _dataset_argument(args):
+    """`--dataset`, or the `SegmentationDataset` of `--coco-annotations FILE --images DIR` (`args`: parsed options
+    or settings)."""
+    coco = coco_files(args)
+    if coco is None:
         return args.dataset
-    if args.coco_annotations is None or args.images is None:
-        raise ValueError("--coco-annotations FILE and --images DIR go together (a COCO instances file, its images).")
-    options = ("dataset", "preset", "image_column", "mask_column", "annotations_column")
-    given = ["--" + name.replace("_", "-") for name in options if getattr(args, name) is not None]
-    if given:
-        raise ValueError(f"--coco-annotations gives the dataset: {', '.join(given)} do not apply.")
     from .data import load_coco_dataset
 
-    return load_coco_dataset(args.coco_annotations, args.images)
+    return load_coco_dataset(*coco)
 
 
 def _check_sizes(args: argparse.Namespace, sizes, option: str, prompts: int = 1) -> None:
@@ -340,38 +322,18 @@ def _check_sizes(args: argparse.Namespace, sizes, option: str, prompts: int = 1)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    dataset = _dataset_argument(args)
-    inputs = [args.dataset, args.images, args.coco_annotations]
+    settings = settings_from_args(EvaluateSettings, args)
+    dataset = _dataset_argument(settings)
+    inputs = [settings.dataset, settings.images, settings.coco_annotations]
     # Its records are keyed by settings: with --overwrite, files of its names (from Python, say) are resumed from.
     folder = _prepare_output(args, EVALUATE_OUTPUTS, inputs=inputs, resume=args.overwrite)
-    _check_sizes(args, args.sizes, "--sizes", args.batch_size)
+    _check_sizes(args, settings.sizes, "--sizes", settings.batch_size)
     from .evaluation import evaluate, markdown_table
     from .runtime import make_accelerator
 
     accelerator = make_accelerator(cpu=args.cpu)
     with _writing(folder, clear=False):
-        summary = evaluate(
-            _model_with_settings(args),
-            dataset,
-            split=args.split,
-            preset=args.preset,
-            image_column=args.image_column,
-            mask_column=args.mask_column,
-            annotations_column=args.annotations_column,
-            sizes=args.sizes,
-            prompt=args.prompt,
-            protocol=args.protocol,
-            compare_sam=args.compare_sam,
-            batch_size=args.batch_size,
-            max_samples=args.max_samples,
-            output_dir=args.output,
-            seed=args.seed,
-            jitter=args.jitter,
-            negatives=args.negatives,
-            normalize_maps=args.normalize_maps,
-            accelerator=accelerator,
-            dtype=args.dtype,
-        )
+        summary = evaluate(_model_with_settings(args), dataset, settings, accelerator=accelerator)
     if accelerator.is_main_process:
         print(markdown_table(summary), end="")
         print(f"Evaluated with {accelerator.num_processes} process(es) on {accelerator.device}.")
@@ -380,7 +342,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_command(commands) -> None:
-    """The `evaluate` subcommand (arguments of `basam_hf.evaluation.evaluate`)."""
+    """The `evaluate` subcommand: `--model`, the BA options, the fields of [`basam_hf.settings.EvaluateSettings`]
+    (the settings of `basam_hf.evaluation.evaluate`), `--overwrite` and `--cpu`."""
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate a model on a segmentation dataset at several input sizes (runs under accelerate launch)",
@@ -390,37 +353,9 @@ def add_evaluate_command(commands) -> None:
         "resumes from its samples.jsonl.",
     )
     _add_model_arguments(evaluate)
-    evaluate.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")
-    evaluate.add_argument("--split", default=None, help="dataset split (default: the preset's, or the only one)")
-    evaluate.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k(-train) isic2016 isic2018")
-    evaluate.add_argument("--image-column", default=None)
-    evaluate.add_argument("--mask-column", default=None)
-    evaluate.add_argument("--annotations-column", default=None, help="COCO-style objects column")
-    evaluate.add_argument("--prompt", default=None, help="box (default) | point | points:k")
-    evaluate.add_argument(
-        "--sizes",
-        type=_positive_int,
-        nargs="+",
-        default=None,
-        help=f"input sizes (default: the model's). standard protocol: {SIZE_ROUNDING}; official: the image is "
-        "squashed to SIZE x SIZE, which must be a multiple of the patch size",
-    )
-    evaluate.add_argument("--protocol", choices=("standard", "official"), default="standard")
-    evaluate.add_argument("--compare-sam", action="store_true", help="also evaluate the same weights with BA off")
-    evaluate.add_argument("--max-samples", type=int, default=None)
-    evaluate.add_argument("--batch-size", type=int, default=1, help="images per forward pass and process")
-    evaluate.add_argument("--output", default="basam-hf-evaluation", help="output folder (default: %(default)s)")
+    add_settings_arguments(evaluate, EvaluateSettings)
     _add_overwrite_option(evaluate, "; its per-sample records are reused where the settings match")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the prompts (per sample, process-independent)")
-    evaluate.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
-    evaluate.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
-    evaluate.add_argument(
-        "--normalize-maps",
-        action="store_true",
-        help="min-max rescale each probability map before the standard metrics, as the SOD toolkits read saved maps",
-    )
     evaluate.add_argument("--cpu", action="store_true", help="run on CPU even if an accelerator is available")
-    add_coco_options(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
 
@@ -1001,20 +936,13 @@ def quiet_known_warnings():
             logging.getLogger(name).removeFilter(log_filter)
 
 
-# Commands that run a model for inference, and so take --dtype.
-DTYPE_COMMANDS = ("evaluate", "compare", "segment", "demo")
+# Commands that run a model for inference, and so take --dtype (evaluate's is one of its settings).
+DTYPE_COMMANDS = ("compare", "segment", "demo")
 
 
 def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     """`--dtype {float32,bfloat16,float16}`: the floating-point type of the weights and of the computation."""
-    parser.add_argument(
-        "--dtype",
-        choices=DTYPE_NAMES,
-        default=None,
-        help="floating-point type of the weights and the computation (default: the model's own, float32 for the "
-        "embedded model). On a CPU, bfloat16 / float16 can be faster only with native support (AVX-512 BF16 / FP16, "
-        "AMX); without it they are several times slower (see the README). Masks are upsampled and scored in float32",
-    )
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help=DTYPE_HELP)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

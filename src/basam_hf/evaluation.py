@@ -25,13 +25,14 @@ Skipped samples (unreadable image, mask of another size, empty mask, image too s
 reason, counted in the summary and not retried on resume.
 """
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import platform
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from .data import (
     SINGLE_CLICK_PROMPTS,
     SampleError,
     SegmentationDataset,
+    load_coco_dataset,
     load_segmentation_dataset,
     parse_prompt,
     prompts_from_mask,
@@ -61,8 +63,8 @@ from .metrics import (
     segmentation_metrics,
 )
 from .segment import model_inputs
+from .settings import PROTOCOLS, EvaluateSettings, coco_files, resolve_settings, settings_record
 
-PROTOCOLS = ("standard", "official")
 OFFICIAL_OUT_SIZE = 256
 OFFICIAL_PROMPT = "click"
 RECORDS_FILE = "samples.jsonl"
@@ -303,173 +305,221 @@ def read_records(path: Path) -> dict[str, dict[str, dict]]:
 
 def evaluate(
     model: Any,
-    dataset: SegmentationDataset | str | os.PathLike,
+    dataset: SegmentationDataset | str | os.PathLike | None = None,
+    settings: EvaluateSettings | Mapping[str, Any] | None = None,
     *,
-    sizes: Sequence[int] | None = None,
-    prompt: str | None = None,
-    protocol: str = "standard",
-    compare_sam: bool = False,
-    batch_size: int = 1,
-    max_samples: int | None = None,
-    output_dir: str | os.PathLike | None = None,
-    seed: int = 0,
     accelerator=None,
-    split: str | None = None,
-    preset: str | None = None,
-    image_column: str | None = None,
-    mask_column: str | None = None,
-    annotations_column: str | None = None,
-    jitter: float = 0.0,
-    negatives: int = 0,
-    normalize_maps: bool = False,
     on_records: Callable[[list[dict]], None] | None = None,
     label: str | None = None,
-    dtype=None,
     torch_dtype=None,
+    **kwargs,
 ) -> dict:
     """Evaluate a model on a segmentation dataset at several input sizes; returns the summary (on every process).
 
     Args:
         model: a `BaSamModel`, or a Hub repo id, a folder, or `default` (the package's embedded model).
-        dataset: a [`SegmentationDataset`] or a source for [`load_segmentation_dataset`] (with `split`, `preset` and
-            the column arguments).
-        sizes: input sizes (longest edge for `standard`, square side for `official`); default the model's size.
-        prompt: `box` | `point` | `points:k` (default `box`) for `standard`; `official` always uses its click.
-        protocol: `standard` or `official` (module docstring).
-        compare_sam: also evaluate the same weights with BA off (see [`basam_hf.loading.sam_variant`]).
-        batch_size: images per forward pass and process.
-        max_samples: evaluate the first `max_samples` samples.
-        output_dir: where `samples.jsonl` (per-sample records, appended and flushed per batch; reruns resume from
-            it), `summary.json`, `summary.md` and `metrics_vs_size.png` go. Without it nothing is written and
-            nothing resumes.
-        seed: prompts are drawn from a generator seeded by (seed, sample id), identical in any process layout.
-        accelerator: an `accelerate.Accelerator` (default: [`basam_hf.runtime.make_accelerator`], configured by the launcher).
-        jitter, negatives: see [`basam_hf.data.prompts_from_mask`].
-        normalize_maps: min-max rescale each probability map before the `standard` metrics (all six), as the SOD
-            toolkits read saved maps, for numbers comparable with papers that evaluated saved maps (see
-            [`basam_hf.metrics`]). Off by default; not for `official`, which thresholds raw logits.
+        dataset: a [`SegmentationDataset`] or a source for [`load_segmentation_dataset`] (with the settings' `split`,
+            `preset` and columns); default the settings' `dataset` (or `coco_annotations` with `images`).
+        settings: an [`basam_hf.settings.EvaluateSettings`] (or a dict of its fields): sizes, prompt, protocol, ...
+            (their help says what each does); keyword arguments (`sizes=[512, 1024]`, ...) set single ones, over
+            `settings`. With `output_dir`, `samples.jsonl` (per-sample records, appended and flushed per batch; reruns
+            resume from it), `summary.json` (with the settings of the run under `settings`), `summary.md` and
+            `metrics_vs_size.png` are written there; without it nothing is written and nothing resumes. Prompts are
+            drawn from a generator seeded by (seed, sample id), identical in any process layout. `dtype`: the model
+            is loaded in it (a model object is converted); pixels go to the model in its dtype, prompts in float32,
+            masks are scored in float32.
+        accelerator: an `accelerate.Accelerator` (default: [`basam_hf.runtime.make_accelerator`], configured by the
+            launcher).
         on_records: called on every process with each batch's gathered new records (progress reporting, tests).
         label: the model's name in progress bars (default: BA-SAM, and SAM for the `compare_sam` copy).
-        dtype: `"float32"`, `"bfloat16"` or `"float16"` (or `torch_dtype`, its alias): the model is loaded in it (a
-            model object is converted); default the model's own. Pixels go to the model in its dtype, prompts in
-            float32; the masks are brought back to the image size and scored in float32. Recorded in the summary.
+        torch_dtype: an alias of the `dtype` setting (transformers' older name).
+
+    Raises:
+        TypeError: for a keyword argument that is no setting (the message lists the settings).
+        ValueError: for settings that do not go together (e.g. a prompt with the official protocol).
     """
+    settings = checked_settings(resolve_settings(EvaluateSettings, settings, **kwargs))
+    run = EvaluationRun.prepare(model, dataset, settings, accelerator=accelerator, torch_dtype=torch_dtype)
+    previous = run.resume()
+    results = []
+    for variant, variant_model in run.variants():
+        for size in run.settings.sizes:
+            key = run.key(variant, variant_model, size)
+            done = run.predict_missing(variant_model, key, previous.get(_run_key(key), {}), on_records, label)
+            results.append(_result(key, run.dataset.ids, done))
+    return run.finish(results)
 
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"Unknown protocol {protocol!r}; use one of {PROTOCOLS}.")
-    if protocol == "official":
-        if prompt not in (None, "point", OFFICIAL_PROMPT) or jitter or negatives:
-            raise ValueError("The official protocol uses its own single random positive click; leave prompt unset.")
-        if normalize_maps:
-            raise ValueError(
-                "normalize_maps applies to the standard protocol's probability maps; the official protocol "
-                "thresholds raw logits."
-            )
-        prompt = OFFICIAL_PROMPT
-    else:
-        prompt = prompt or "box"
+
+def checked_settings(settings: EvaluateSettings) -> EvaluateSettings:
+    """The settings with the protocol's prompt filled in; a `ValueError` for settings that do not go together."""
+    if settings.protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {settings.protocol!r}; use one of {PROTOCOLS}.")
+    if settings.batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {settings.batch_size}.")
+    if settings.protocol == "standard":
+        prompt = settings.prompt or "box"
         parse_prompt(prompt)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    accelerator = accelerator or runtime.make_accelerator()
+        return dataclasses.replace(settings, prompt=prompt)
+    if settings.prompt not in (None, "point", OFFICIAL_PROMPT) or settings.jitter or settings.negatives:
+        raise ValueError("The official protocol uses its own single random positive click; leave prompt unset.")
+    if settings.normalize_maps:
+        raise ValueError(
+            "normalize_maps applies to the standard protocol's probability maps; the official protocol "
+            "thresholds raw logits."
+        )
+    return dataclasses.replace(settings, prompt=OFFICIAL_PROMPT)
 
-    if isinstance(model, (str, os.PathLike)):
-        model_name = str(model)
-        model, processor, _ = load_model_and_processor(model, dtype=dtype, torch_dtype=torch_dtype)
-    else:
-        model_name = str(getattr(model, "name_or_path", None) or "model")
-        model = loading.as_model(model, dtype=dtype, torch_dtype=torch_dtype)
-        processor = loading.load_processor(model_name if model_name != "model" else None, model)
-    model = model.to(accelerator.device).eval()  # inference only: no DDP wrapper needed, every process has the weights
-    patch_size = model.config.vision_config.patch_size
-    sizes = list(sizes or [model.config.vision_config.image_size])
+
+def _load_dataset(dataset, settings: EvaluateSettings) -> SegmentationDataset:
+    """The samples to evaluate: `dataset`, else the settings' source; the first `max_samples` of them."""
+    if dataset is None and coco_files(settings) is not None:
+        dataset = load_coco_dataset(*coco_files(settings))
+    if isinstance(dataset, SegmentationDataset):
+        if settings.max_samples is None:
+            return dataset
+        return dataset.subset(range(min(settings.max_samples, len(dataset))))
+    return load_segmentation_dataset(
+        settings.dataset if dataset is None else dataset,
+        settings.split,
+        preset=settings.preset,
+        image_column=settings.image_column,
+        mask_column=settings.mask_column,
+        annotations_column=settings.annotations_column,
+        max_samples=settings.max_samples,
+    )
+
+
+def _check_sizes(sizes: Sequence[int], protocol: str, patch_size: int) -> None:
     for size in sizes:
         if size <= 0 or (protocol == "official" and size % patch_size):
             raise ValueError(f"Size {size} is not valid for the {protocol} protocol (patch size {patch_size}).")
 
-    if not isinstance(dataset, SegmentationDataset):
-        dataset = load_segmentation_dataset(
-            dataset,
-            split,
-            preset=preset,
-            image_column=image_column,
-            mask_column=mask_column,
-            annotations_column=annotations_column,
-            max_samples=max_samples,
+
+@dataclasses.dataclass
+class EvaluationRun:
+    """What one call of [`evaluate`] works with: the settings as run (the protocol's prompt, the sizes and the dtype
+    filled in), the model on its device, its processor, the samples and the accelerator."""
+
+    settings: EvaluateSettings
+    model: Any
+    processor: Any
+    model_name: str
+    dataset: SegmentationDataset
+    accelerator: Any
+    fingerprint: str
+
+    @classmethod
+    def prepare(
+        cls, model, dataset, settings: EvaluateSettings, accelerator=None, torch_dtype=None
+    ) -> "EvaluationRun":
+        """Load the model (in the settings' dtype) and its processor, check the sizes, load the samples."""
+        accelerator = accelerator or runtime.make_accelerator()
+        if isinstance(model, (str, os.PathLike)):
+            model_name = str(model)
+            model, processor, _ = load_model_and_processor(model, dtype=settings.dtype, torch_dtype=torch_dtype)
+        else:
+            model_name = str(getattr(model, "name_or_path", None) or "model")
+            model = loading.as_model(model, dtype=settings.dtype, torch_dtype=torch_dtype)
+            processor = loading.load_processor(model_name if model_name != "model" else None, model)
+        model = model.to(accelerator.device).eval()  # inference only: no DDP wrapper, every process has the weights
+        vision = model.config.vision_config
+        sizes = list(settings.sizes or [vision.image_size])
+        _check_sizes(sizes, settings.protocol, vision.patch_size)
+        samples = _load_dataset(dataset, settings)
+        source = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else settings.dataset
+        settings = dataclasses.replace(settings, dataset=source, sizes=sizes, dtype=dtype_name(model))
+        return cls(settings, model, processor, model_name, samples, accelerator, weights_fingerprint(model))
+
+    @property
+    def output_path(self) -> Path | None:
+        return Path(self.settings.output_dir) if self.settings.output_dir is not None else None
+
+    @property
+    def records_path(self) -> Path | None:
+        return self.output_path / RECORDS_FILE if self.output_path is not None else None
+
+    def resume(self) -> dict[str, dict[str, dict]]:
+        """The records an earlier run wrote to the output folder (created here), grouped by run key."""
+        if self.output_path is not None and self.accelerator.is_main_process:
+            self.output_path.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()  # the main process may still be writing an earlier run's records
+        return read_records(self.records_path) if self.records_path is not None else {}
+
+    def variants(self) -> list[tuple[str, Any]]:
+        """`("ba", model)`, and `("sam", the same weights with BA off)` with `compare_sam`."""
+        return [("ba", self.model)] + ([("sam", loading.sam_variant(self.model))] if self.settings.compare_sam else [])
+
+    def key(self, variant: str, variant_model, size: int) -> dict:
+        """What a record is valid for: resumed records must come from the same weights and settings."""
+        settings = self.settings
+        key = {
+            "model": self.model_name,
+            "weights": self.fingerprint,
+            "variant": variant,
+            # Resumed records must come from the same BA settings too (`basam-hf evaluate --bias-mode ...`).
+            "ba_settings": {name: getattr(variant_model.config.vision_config, name) for name in BA_FIELDS},
+            "dataset": str(self.dataset.info.get("source")),
+            "split": self.dataset.info.get("split"),
+            "size": size,
+            "prompt": settings.prompt,
+            "protocol": settings.protocol,
+            "seed": settings.seed,
+            "jitter": settings.jitter,
+            "negatives": settings.negatives,
+        }
+        if settings.normalize_maps:  # only when set: records of earlier runs keep their key and resume
+            key["normalize_maps"] = True
+        return key
+
+    def predict_missing(
+        self, variant_model, key: dict, done: dict[str, dict], on_records=None, label: str | None = None
+    ) -> dict[str, dict]:
+        """Every sample's record under `key`: those in `done`, and the others predicted (sharded over the processes,
+        gathered, appended to the records file by the main process)."""
+        done = dict(done)
+        remaining = [index for index, sample_id in enumerate(self.dataset.ids) if sample_id not in done]
+        if not remaining:
+            return done
+        predict = _predictor(variant_model, self.processor, key)
+        loader = torch.utils.data.DataLoader(
+            _SafeSamples(self.dataset.subset(remaining)), batch_size=self.settings.batch_size, collate_fn=_collate
         )
-    elif max_samples is not None:
-        dataset = dataset.subset(range(min(max_samples, len(dataset))))
-    dataset_name = str(dataset.info.get("source"))
-    split = dataset.info.get("split")
+        loader = self.accelerator.prepare(loader)
+        description = f"{label or VARIANT_LABELS[key['variant']]} @ {key['size']}"
+        for batch in runtime.progress_bar(self.accelerator, loader, desc=description):
+            records = [{"run": key, **record} for record in predict(batch)]
+            # Every process gets all records of this step; duplicates padding the last batches are dropped.
+            records = self.accelerator.gather_for_metrics(records, use_gather_object=True)
+            if self.records_path is not None and self.accelerator.is_main_process:
+                _append_records(self.records_path, records)
+            done.update((record["id"], record) for record in records)
+            if on_records is not None:
+                on_records(records)
+        return done
 
-    output_path = Path(output_dir) if output_dir is not None else None
-    records_path = output_path / RECORDS_FILE if output_path is not None else None
-    if output_path is not None and accelerator.is_main_process:
-        output_path.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()  # the main process may still be writing an earlier run's records
-    previous = read_records(records_path) if records_path is not None else {}
-
-    fingerprint = weights_fingerprint(model)
-    variants = [("ba", model)] + ([("sam", loading.sam_variant(model))] if compare_sam else [])
-    results = []
-    for variant, variant_model in variants:
-        for size in sizes:
-            run = {
-                "model": model_name,
-                "weights": fingerprint,
-                "variant": variant,
-                # Resumed records must come from the same BA settings too (`basam-hf evaluate --bias-mode ...`).
-                "ba_settings": {name: getattr(variant_model.config.vision_config, name) for name in BA_FIELDS},
-                "dataset": dataset_name,
-                "split": split,
-                "size": size,
-                "prompt": prompt,
-                "protocol": protocol,
-                "seed": seed,
-                "jitter": jitter,
-                "negatives": negatives,
-            }
-            if normalize_maps:  # only when set: records of earlier runs keep their key and resume
-                run["normalize_maps"] = True
-            done = dict(previous.get(_run_key(run), {}))
-            remaining = [index for index, sample_id in enumerate(dataset.ids) if sample_id not in done]
-            if remaining:
-                predict = _predictor(variant_model, processor, run)
-                loader = torch.utils.data.DataLoader(
-                    _SafeSamples(dataset.subset(remaining)), batch_size=batch_size, collate_fn=_collate
-                )
-                loader = accelerator.prepare(loader)
-                description = f"{label or VARIANT_LABELS[variant]} @ {size}"
-                for batch in runtime.progress_bar(accelerator, loader, desc=description):
-                    records = [{"run": run, **record} for record in predict(batch)]
-                    # Every process gets all records of this step; duplicates padding the last batches are dropped.
-                    records = accelerator.gather_for_metrics(records, use_gather_object=True)
-                    if records_path is not None and accelerator.is_main_process:
-                        _append_records(records_path, records)
-                    done.update((record["id"], record) for record in records)
-                    if on_records is not None:
-                        on_records(records)
-            results.append(_result(run, dataset.ids, done))
-
-    summary = build_summary(
-        results,
-        model=model_name,
-        dataset=dataset_name,
-        split=split,
-        prompt=prompt,
-        protocol=protocol,
-        sizes=sizes,
-        seed=seed,
-        jitter=jitter,
-        negatives=negatives,
-        normalize_maps=normalize_maps,
-        dtype=dtype_name(model),
-        dataset_info=dataset.info,
-    )
-    if output_path is not None and accelerator.is_main_process:
-        write_reports(summary, output_path)
-    accelerator.wait_for_everyone()
-    return summary
+    def finish(self, results: list[dict]) -> dict:
+        """The summary of the results, written with its reports by the main process."""
+        settings = self.settings
+        summary = build_summary(
+            results,
+            model=self.model_name,
+            dataset=str(self.dataset.info.get("source")),
+            split=self.dataset.info.get("split"),
+            prompt=settings.prompt,
+            protocol=settings.protocol,
+            sizes=settings.sizes,
+            seed=settings.seed,
+            jitter=settings.jitter,
+            negatives=settings.negatives,
+            normalize_maps=settings.normalize_maps,
+            dtype=settings.dtype,
+            dataset_info=self.dataset.info,
+            settings=settings_record(settings),
+        )
+        if self.output_path is not None and self.accelerator.is_main_process:
+            write_reports(summary, self.output_path)
+        self.accelerator.wait_for_everyone()
+        return summary
 
 
 def _append_records(path: Path, records: list[dict]) -> None:
@@ -633,7 +683,10 @@ def __getattr__(name: str):
 
 __all__ = [
     "PROTOCOLS",
+    "EvaluateSettings",
+    "EvaluationRun",
     "build_summary",
+    "checked_settings",
     "evaluate",
     "markdown_table",
     "official_click",
