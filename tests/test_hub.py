@@ -134,6 +134,7 @@ def test_push_uploads_exactly_the_listed_files(model_folder):
     expected = [
         "README.md",
         "bias.py",
+        "chunked_attention.py",
         "config.json",
         "configuration_basam.py",
         "model.safetensors",
@@ -187,6 +188,7 @@ def test_push_points_a_card_written_for_a_local_folder_at_the_repo(model_folder,
 def test_push_refuses_folders_that_would_not_load_for_others(model_folder, tmp_path):
     assert required_code_files(model_folder) == [
         "bias.py",
+        "chunked_attention.py",
         "configuration_basam.py",
         "modeling_basam.py",
         "pos_embed.py",
@@ -238,10 +240,10 @@ def test_cli_push(model_folder, monkeypatch, capsys):
     monkeypatch.setattr(basam_hf.hub, "_default_api", lambda: api)
     assert main(["push", str(model_folder), "user/tiny", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "Would upload 9 files to user/tiny" in out and "README.md (generated model card)" in out
+    assert "Would upload 10 files to user/tiny" in out and "README.md (generated model card)" in out
     assert api.calls == []
     assert main(["push", str(model_folder), "user/tiny", "--private", "--commit-message", "hello"]) == 0
-    assert "Uploaded 9 files to user/tiny" in capsys.readouterr().out
+    assert "Uploaded 10 files to user/tiny" in capsys.readouterr().out
     assert api.calls[0][2]["private"] and api.calls[1][1]["commit_message"] == "hello"
     (model_folder / "configuration_basam.py").unlink()
     assert main(["push", str(model_folder), "user/tiny"]) == 1

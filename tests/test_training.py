@@ -106,7 +106,7 @@ def test_finetuning_lowers_the_loss_and_exports_folders_that_load_without_the_pa
     assert result.best["value"] == pytest.approx(best_iou)
 
     expected = {"config.json", "model.safetensors", "configuration_basam.py", "modeling_basam.py", "bias.py"}
-    expected |= {"pos_embed.py", "processing_basam.py", "processor_config.json", "README.md"}
+    expected |= {"chunked_attention.py", "pos_embed.py", "processing_basam.py", "processor_config.json", "README.md"}
     for folder in (result.best_dir, result.final_dir):
         assert expected <= {path.name for path in folder.iterdir()}
     card = ModelCard.load(result.best_dir / "README.md")
