@@ -188,7 +188,7 @@ def git_state() -> dict:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    attention_files = ["src/basam_hf/modeling_basam.py", "src/basam_hf/bias.py"]
+    attention_files = ["src/basam_hf/modeling_basam.py", "src/basam_hf/bias.py", "src/basam_hf/chunked_attention.py"]
     digest = hashlib.sha256(b"".join((REPO_ROOT / f).read_bytes() for f in attention_files)).hexdigest()
     return {
         "commit": run("rev-parse", "HEAD"),
