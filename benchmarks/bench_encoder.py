@@ -36,6 +36,7 @@ from common import (
     VIT_B,
     attention_matrix_bytes,
     cpu_busy_seconds,
+    limit_address_space,
     machine_description,
     mem_available_bytes,
     randomize_parameters,
@@ -139,11 +140,7 @@ def classify_error(error: BaseException) -> str:
 
 def run_child(spec: dict) -> dict:
     """Build the model, run 1 warm-up + `repeats` timed calls of `get_image_embeddings`, report times and RSS."""
-    limit = spec["max_bytes"]
-    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    limit_address_space(spec["max_bytes"])
     result = {"status": "failed", "phase": "import", "loadavg_start": os.getloadavg()}
     try:
         import torch
@@ -246,8 +243,9 @@ def native_plan(variant: str, size: int, dims: dict, max_bytes: int, margin_byte
     return None
 
 
-def spawn(spec: dict, workdir: Path, timeout: float) -> dict:
-    """Run one measurement in a child process; always returns a result (ok, failed, timeout or killed)."""
+def spawn(spec: dict, workdir: Path, timeout: float, script: str = __file__) -> dict:
+    """Run one measurement in a child process (`script --child SPEC`, which writes `spec["result_path"]`); always
+    returns a result (ok, failed, timeout or killed)."""
     tag = f"{spec['variant']}-{spec['size']}-r{spec['round']}"
     spec_path, result_path = workdir / f"{tag}.spec.json", workdir / f"{tag}.result.json"
     spec = dict(spec, result_path=str(result_path))
@@ -256,7 +254,7 @@ def spawn(spec: dict, workdir: Path, timeout: float) -> dict:
     usage_before, busy_before, start = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_busy_seconds(), time.time()
     with open(workdir / f"{tag}.log", "w+") as log:
         process = subprocess.Popen(
-            [sys.executable, __file__, "--child", str(spec_path)],
+            [sys.executable, script, "--child", str(spec_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

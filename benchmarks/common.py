@@ -99,6 +99,16 @@ def read_proc_status(field: str) -> int | None:
     return None
 
 
+def limit_address_space(max_bytes: int) -> None:
+    """Cap this process's address space (`RLIMIT_AS`) at `max_bytes` (or the hard limit if lower): an oversized
+    allocation then fails inside the process with an out-of-memory error instead of endangering the machine."""
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = max_bytes if hard == resource.RLIM_INFINITY else min(max_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's peak RSS (VmHWM and ru_maxrss) to the current RSS (Linux >= 4.0); False if refused."""
     try:
@@ -178,7 +188,7 @@ def git_state() -> dict:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    attention_files = ["src/basam_hf/modeling_basam.py", "src/basam_hf/bias.py"]
+    attention_files = ["src/basam_hf/modeling_basam.py", "src/basam_hf/bias.py", "src/basam_hf/chunked_attention.py"]
     digest = hashlib.sha256(b"".join((REPO_ROOT / f).read_bytes() for f in attention_files)).hexdigest()
     return {
         "commit": run("rev-parse", "HEAD"),

@@ -151,6 +151,7 @@ def test_push_uploads_exactly_the_listed_files(model_folder):
     expected = [
         "README.md",
         "bias.py",
+        "chunked_attention.py",
         "config.json",
         "configuration_basam.py",
         "constants.py",
@@ -209,6 +210,7 @@ def test_push_points_a_card_written_for_a_local_folder_at_the_repo(model_folder,
 def test_push_refuses_folders_that_would_not_load_for_others(model_folder, tmp_path):
     assert required_code_files(model_folder) == [
         "bias.py",
+        "chunked_attention.py",
         "configuration_basam.py",
         "constants.py",
         "modeling_basam.py",

@@ -106,7 +106,7 @@ def test_finetuning_lowers_the_loss_and_exports_folders_that_load_without_the_pa
     assert result.best["value"] == pytest.approx(best_iou)
 
     expected = {"config.json", "model.safetensors", "configuration_basam.py", "modeling_basam.py", "bias.py"}
-    expected |= {"pos_embed.py", "processing_basam.py", "processor_config.json", "README.md"}
+    expected |= {"chunked_attention.py", "pos_embed.py", "processing_basam.py", "processor_config.json", "README.md"}
     for folder in (result.best_dir, result.final_dir):
         assert expected <= {path.name for path in folder.iterdir()}
     card = ModelCard.load(result.best_dir / "README.md")
@@ -391,6 +391,33 @@ def test_two_processes_fine_tune_and_checkpoint(model_dir, train_data, tmp_path)
     # 6 samples, 2 per process and batch: 2 batches per epoch and process
     assert state["settings"]["steps_per_epoch"] == 2 and state["epoch"] == 0
     assert (output / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_with_batch_1_end_with_the_weights_of_one_process_with_batch_2(model_dir, train_data, tmp_path):
+    """DDP averages the gradients of the two halves of each batch: 2 processes x batch 1 (box prompts, one size)
+    train exactly as 1 process x batch 2. The two processes also checkpoint every encoder layer, which only
+    recomputes activations."""
+    two = tmp_path / "two"
+    launch, env = accelerate_launch(2)
+    args = ["-m", "basam_hf.cli", "finetune", "--model", model_dir, "--dataset", train_data, "--prompt", "box"]
+    args += ["--batch-size", "1", "--gradient-checkpointing", "--max-steps", "4", "--save-steps", "4"]
+    args += ["--log-with", "--output", str(two)]
+    completed = subprocess.run(launch + args, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    state = json.loads((latest_checkpoint(two) / "trainer_state.json").read_text())
+    assert state["settings"]["gradient_checkpointing"] and state["settings"]["num_processes"] == 2
+
+    one = finetune(
+        model_dir, train_data, output_dir=tmp_path / "one", prompt="box", batch_size=2, max_steps=4, log_with=[]
+    )
+    initial, expected, actual = _weights(model_dir), _weights(one.final_dir), _weights(two / "final")
+    assert expected.keys() == actual.keys()
+    assert max((expected[key] - initial[key]).abs().max().item() for key in expected) > 1e-4  # it did train
+    # Key-projection biases have a zero gradient (softmax ignores a shift shared by all keys): Adam scales their
+    # rounding noise to learning-rate-sized steps, in either run alike. Every other weight must agree.
+    compared = [key for key in expected if not key.endswith("k_proj.bias")]
+    assert max((expected[key] - actual[key]).abs().max().item() for key in compared) <= 1e-5
 
 
 def test_cli_finetune_resumes_and_pushes_to_a_fake_hub(model_dir, train_data, tmp_path, monkeypatch, capsys):

@@ -86,6 +86,16 @@ def manhattan_bias_terms(
     return -slopes * row_distances, -slopes * col_distances
 
 
+def euclidean_distances(row_distances: torch.Tensor, col_distances: torch.Tensor, query_rows: slice) -> torch.Tensor:
+    """`sqrt(dy**2 + dx**2)` of the flattened queries `query_rows` against all keys: `(rows, H * W)`, in the
+    distances' dtype (the Euclidean penalty's slope gradient is the sum of the score gradient times this)."""
+    height, width = row_distances.shape[0], col_distances.shape[0]
+    queries = torch.arange(height * width, device=row_distances.device)[query_rows]
+    dy = row_distances[queries // width]  # (rows, H)
+    dx = col_distances[queries % width]  # (rows, W)
+    return torch.sqrt(dy[:, :, None] ** 2 + dx[:, None, :] ** 2).reshape(len(queries), height * width)
+
+
 def euclidean_bias(
     slopes: torch.Tensor,
     row_distances: torch.Tensor,
@@ -100,15 +110,12 @@ def euclidean_bias(
     bfloat16 model gets the float32 bias rounded to bfloat16, without a float32 copy of the whole chunk when no
     gradient is needed.
     """
-    height, width = row_distances.shape[0], col_distances.shape[0]
-    queries = torch.arange(height * width, device=row_distances.device)[query_rows]
-    dy = row_distances[queries // width]  # (rows, H)
-    dx = col_distances[queries % width]  # (rows, W)
-    distance = torch.sqrt(dy[:, :, None] ** 2 + dx[:, None, :] ** 2).reshape(len(queries), height * width)
+    distance = euclidean_distances(row_distances, col_distances, query_rows)
+    num_queries, num_keys = distance.shape
     negative_slopes = -slopes.to(distance.dtype)[:, None, None]
     if dtype is None or dtype == distance.dtype:
         return negative_slopes * distance
     if torch.is_grad_enabled() and negative_slopes.requires_grad:  # `out=` has no autograd
         return (negative_slopes * distance).to(dtype)
-    out = distance.new_empty((len(negative_slopes), len(queries), height * width), dtype=dtype)
+    out = distance.new_empty((len(negative_slopes), num_queries, num_keys), dtype=dtype)
     return torch.mul(negative_slopes, distance, out=out)  # computed in the inputs' dtype, rounded on store

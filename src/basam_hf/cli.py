@@ -441,6 +441,7 @@ def _finetune(args: argparse.Namespace) -> int:
                 max_grad_norm=args.max_grad_norm,
                 batch_size=args.batch_size,
                 gradient_accumulation_steps=args.gradient_accumulation_steps,
+                gradient_checkpointing=args.gradient_checkpointing,
                 mixed_precision=args.mixed_precision,
                 epochs=args.epochs,
                 max_steps=args.max_steps,
@@ -518,6 +519,12 @@ def add_finetune_command(commands) -> None:
     finetune.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping (default: off)")
     finetune.add_argument("--batch-size", type=int, default=2, help="images per process and micro-batch")
     finetune.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    finetune.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="keep one image-encoder layer's activations instead of all (each layer is recomputed in the backward: "
+        "one more encoder forward per step); pays off at 1536 px and above",
+    )
     finetune.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="no")
     finetune.add_argument("--epochs", type=int, default=50)
     finetune.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")

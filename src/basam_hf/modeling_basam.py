@@ -29,13 +29,12 @@ from transformers.utils import logging
 from transformers.utils.generic import TransformersKwargs, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .bias import (
-    alibi_slopes,
-    attention_scale_factor,
-    axis_distances,
-    distance_units,
-    euclidean_bias,
-    manhattan_bias_terms,
+from .bias import alibi_slopes, attention_scale_factor, axis_distances, distance_units, manhattan_bias_terms
+from .chunked_attention import (
+    attention_bias_chunk,
+    chunked_biased_attention,
+    query_chunk_rows,
+    query_chunks,
 )
 from .configuration_basam import BaSamConfig, BaSamVisionConfig
 from .pos_embed import rescale_prompt_coordinates, resize_position_embeddings
@@ -43,12 +42,6 @@ from .pos_embed import rescale_prompt_coordinates, resize_position_embeddings
 logger = logging.get_logger(__name__)
 
 _MAX_CACHED_GRIDS = 8
-
-
-def query_chunk_rows(budget_mb: float, batch_size: int, num_heads: int, num_keys: int, element_size: int) -> int:
-    """Number of query rows whose `(batch, heads, rows, keys)` scores fit in `budget_mb` MiB (at least 1)."""
-    row_bytes = batch_size * num_heads * num_keys * element_size
-    return max(1, int(budget_mb * 2**20) // row_bytes)
 
 
 class BaSamVisionAttention(SamVisionAttention):
@@ -143,23 +136,19 @@ class BaSamVisionAttention(SamVisionAttention):
             return None, None
         return rel_h.reshape(-1, num_heads, num_tokens, height), rel_w.reshape(-1, num_heads, num_tokens, width)
 
+    def _euclidean_terms(self, height: int, width: int, query: torch.Tensor):
+        """`(slopes, row_distances, col_distances)` in float32 for a Euclidean distance bias, else `None`."""
+        if self.bias_mode != "distance" or self.bias_distance != "euclidean":
+            return None
+        row, col = self._distance_tables(height, width, query.device, query.dtype)[:2]
+        return self._head_slopes(query.device), row, col
+
     def _bias_chunk(self, rel_h, rel_w, rows: slice, height: int, width: int, query: torch.Tensor, out=None):
         """Additive attention bias of the query rows `rows` against all keys: `(B|1, heads, rows, N)` or `None`.
 
         `out`, a `(B|1, heads, >= rows, H, W)` buffer, receives the row + column terms instead of a new tensor."""
-        bias = None
-        if rel_h is not None:
-            row_term, col_term = rel_h[:, :, rows, :, None], rel_w[:, :, rows, None, :]
-            if out is None:
-                bias = row_term + col_term
-            else:
-                bias = torch.add(row_term, col_term, out=out[:, :, : row_term.shape[2]])
-            bias = bias.reshape(*bias.shape[:3], height * width)
-        if self.bias_mode == "distance" and self.bias_distance == "euclidean":
-            row, col = self._distance_tables(height, width, query.device, query.dtype)[:2]
-            euclid = euclidean_bias(self._head_slopes(query.device), row, col, rows, dtype=query.dtype)[None]
-            bias = euclid if bias is None else bias + euclid
-        return bias
+        euclidean = self._euclidean_terms(height, width, query)
+        return attention_bias_chunk(rel_h, rel_w, euclidean, rows, (height, width), query.dtype, out)
 
     def attention_scale(self, height: int, width: int) -> float:
         """Softmax scale of the query-key term for a `height x width` token grid."""
@@ -223,32 +212,38 @@ class BaSamVisionSdpaAttention(BaSamVisionAttention, SamVisionSdpaAttention):
         return self._merge_heads(attn_output, height, width), None
 
     def _chunked_sdpa(self, query, key, value, rel_h, rel_w, grid_size, scale: float, dropout: float) -> torch.Tensor:
-        """SDPA over query chunks, each with its own slice of the bias, so memory is bounded by the budget."""
+        """SDPA over query chunks, each with its own slice of the bias, so memory is bounded by the budget; with
+        autograd, [`chunked_biased_attention`] bounds the backward by the same budget."""
         batch_size, num_heads, num_tokens, _ = query.shape
-        height, width = grid_size
-        needs_bias = rel_h is not None or (self.bias_mode == "distance" and self.bias_distance == "euclidean")
-        rows = num_tokens
-        if needs_bias:
-            rows = query_chunk_rows(
-                self.config.attention_memory_budget_mb, batch_size, num_heads, num_tokens, query.element_size()
+        euclidean = self._euclidean_terms(*grid_size, query)
+        needs_bias = rel_h is not None or euclidean is not None
+        if not needs_bias:
+            # SDPA's fused kernels save only Q, K, V, the output and the log-sum-exp: memory-bounded already.
+            return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=scale)
+        budget = self.config.attention_memory_budget_mb
+        inputs = (query, key, value, rel_h, rel_w, None if euclidean is None else euclidean[0])
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            if dropout == 0.0:
+                return chunked_biased_attention(query, key, value, rel_h, rel_w, euclidean, scale, grid_size, budget)
+            logger.warning_once(
+                "Attention dropout > 0 in training: the attention backward keeps every (heads, N, N) probability "
+                "tensor (memory grows with N**2). Set attention_dropout=0 (SAM's value) for the memory-bounded one."
             )
+        rows = query_chunk_rows(budget, batch_size, num_heads, num_tokens, query.element_size())
         if rows >= num_tokens:
-            bias = self._bias_chunk(rel_h, rel_w, slice(None), height, width, query) if needs_bias else None
+            bias = attention_bias_chunk(rel_h, rel_w, euclidean, slice(None), grid_size, query.dtype)
             return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout, scale=scale)
-        # Balanced chunks (4 x 1024 rows rather than 3 x 1365 + 1) keep every SDPA call efficient.
-        num_chunks = -(-num_tokens // rows)
-        rows = -(-num_tokens // num_chunks)
         # Without autograd, one bias buffer serves every chunk: a fresh budget-sized tensor per chunk is a new mapping
         # the kernel zero-fills page by page (measured: ~20% of the CPU time at 2048), and it would briefly coexist
         # with the previous chunk's bias (2x the budget). `out=` does not support autograd, hence the condition.
         needs_grad = torch.is_grad_enabled() and rel_h is not None and (rel_h.requires_grad or rel_w.requires_grad)
+        chunks = list(query_chunks(num_tokens, rows))
         buffer = None
         if rel_h is not None and not needs_grad:
-            buffer = query.new_empty(rel_h.shape[0], num_heads, rows, height, width)
+            buffer = query.new_empty(rel_h.shape[0], num_heads, chunks[0].stop, *grid_size)
         output = query.new_empty(query.shape)
-        for start in range(0, num_tokens, rows):
-            chunk = slice(start, min(start + rows, num_tokens))
-            bias = self._bias_chunk(rel_h, rel_w, chunk, height, width, query, buffer)
+        for chunk in chunks:
+            bias = attention_bias_chunk(rel_h, rel_w, euclidean, chunk, grid_size, query.dtype, buffer)
             output[:, :, chunk] = F.scaled_dot_product_attention(
                 query[:, :, chunk], key, value, attn_mask=bias, dropout_p=dropout, scale=scale
             )

@@ -123,6 +123,13 @@ def set_trainable(model: torch.nn.Module, train: str) -> list[str]:
     return sorted(names)
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Checkpoint every image-encoder layer with transformers' API: `activation_checkpointing_enable` (transformers
+    5.x's name), else its older alias `gradient_checkpointing_enable`."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Data order and batches
 
@@ -513,6 +520,7 @@ def finetune(
     max_grad_norm: float | None = None,
     batch_size: int = 2,
     gradient_accumulation_steps: int = 1,
+    gradient_checkpointing: bool = False,
     mixed_precision: str = "no",
     epochs: int = 50,
     max_steps: int | None = None,
@@ -555,6 +563,10 @@ def finetune(
         learning_rate, weight_decay: Adam's. lr_step_epochs, lr_gamma: StepLR, stepped per optimizer step with a
             period of `lr_step_epochs` epochs. max_grad_norm: gradient clipping (off by default).
         batch_size: images per process and micro-batch; gradient_accumulation_steps micro-batches per optimizer step.
+        gradient_checkpointing: keep only each image-encoder layer's input in the forward and recompute the layer in
+            the backward (transformers' activation checkpointing): the activations of one layer instead of all, for
+            one more encoder forward per step; pays off at 1536 px and above (README: fine-tuning at high
+            resolution).
         mixed_precision: `no`, `fp16` or `bf16` (passed to `Accelerator`).
         epochs, max_steps: length of the run; `max_steps` (optimizer steps), when given, wins.
         save_steps, keep_last: checkpoint every `save_steps` optimizer steps and at the end; keep the last
@@ -635,6 +647,8 @@ def finetune(
     # Model, processor, what is trained.
     source = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
     net = load_training_model(model, ba_settings)
+    if gradient_checkpointing:  # before LoRA wraps the model, so the encoder layers are its own
+        enable_gradient_checkpointing(net)
     processor = load_processor(resolve_model(source) if source else None, net)
     if train == LORA_MODE:  # issue 29: a peft adapter on the frozen model, checkpointed adapter-only
         net, trainable = prepare_lora_training(net, processor, source, lora, output, accelerator)
@@ -693,6 +707,7 @@ def finetune(
         "max_grad_norm": max_grad_norm,
         "batch_size": batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps,
+        "gradient_checkpointing": gradient_checkpointing,
         "num_processes": accelerator.num_processes,
         "mixed_precision": mixed_precision,
         "seed": seed,
