@@ -24,21 +24,18 @@ from .constants import (
     DEMO_MAX_FILE_SIZE,
     DEMO_MAX_PIXELS,
     DTYPE_NAMES,
-    LORA_DEFAULTS,
-    LORA_MODE,
-    LOSSES,
     MASK_GENERATION_THRESHOLDS,
-    MIXED_PRECISION,
     POINTS_PER_SIDE,
     SEGMENT_MAX_PIXELS,
-    TRAIN_MODES,
 )
 from .settings import (
     DTYPE_HELP,
     SIZE_ROUNDING,
     DatasetSettings,
     EvaluateSettings,
+    FinetuneSettings,
     add_settings_arguments,
+    cli_fields,
     coco_files,
     settings_from_args,
 )
@@ -403,60 +400,14 @@ def add_compare_command(commands) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    inputs = [args.model, args.dataset, args.val_dataset, args.images, args.coco_annotations]
-    folder = _prepare_output(args, FINETUNE_OUTPUTS, inputs=inputs, resume=args.resume is True)
+    settings = settings_from_args(FinetuneSettings, args)
+    inputs = [args.model, settings.dataset, settings.val_dataset, settings.images, settings.coco_annotations]
+    folder = _prepare_output(args, FINETUNE_OUTPUTS, inputs=inputs, resume=settings.resume is True)
     from .training import finetune
 
     try:
-        with _writing(folder, clear=args.resume is False):
-            result = finetune(
-                args.model,
-                _dataset_argument(args),
-                output_dir=args.output,
-                split=args.split,
-                preset=args.preset,
-                image_column=args.image_column,
-                mask_column=args.mask_column,
-                annotations_column=args.annotations_column,
-                max_train_samples=args.max_train_samples,
-                val_dataset=args.val_dataset,
-                val_split=args.val_split,
-                val_max_samples=args.val_max_samples,
-                val_sizes=args.val_sizes,
-                val_prompt=args.val_prompt,
-                val_metric=args.val_metric,
-                eval_steps=args.eval_steps,
-                eval_batch_size=args.eval_batch_size,
-                train_sizes=args.train_sizes,
-                prompt=args.prompt,
-                jitter=args.jitter,
-                negatives=args.negatives,
-                train=args.train,
-                lora=lora_options_from_args(args),
-                loss=args.loss,
-                learning_rate=args.lr,
-                weight_decay=args.weight_decay,
-                lr_step_epochs=args.lr_step_epochs,
-                lr_gamma=args.lr_gamma,
-                max_grad_norm=args.max_grad_norm,
-                batch_size=args.batch_size,
-                gradient_accumulation_steps=args.gradient_accumulation_steps,
-                gradient_checkpointing=args.gradient_checkpointing,
-                mixed_precision=args.mixed_precision,
-                epochs=args.epochs,
-                max_steps=args.max_steps,
-                seed=args.seed,
-                save_steps=args.save_steps,
-                keep_last=args.keep_last,
-                resume=args.resume,
-                ba_settings=ba_settings_from_args(args),
-                num_workers=args.num_workers,
-                log_with=args.log_with,
-                license=args.license,
-                push_to_hub=args.push_to_hub,
-                private=args.private,
-                cpu=args.cpu,
-            )
+        with _writing(folder, clear=settings.resume is False):
+            result = finetune(args.model, settings=settings, ba_settings=ba_settings_from_args(args))
     except KeyboardInterrupt:
         print("basam-hf finetune: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
         return 130
@@ -474,7 +425,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def add_finetune_command(commands) -> None:
-    """The `finetune` subcommand (arguments of `basam_hf.training.finetune`)."""
+    """The `finetune` subcommand: `--model`, the BA options, the fields of [`basam_hf.settings.FinetuneSettings`]
+    (the settings of `basam_hf.training.finetune`; the `lora_*` ones in a group of their own) and `--overwrite`."""
     finetune = commands.add_parser(
         "finetune",
         help="fine-tune BA-SAM (or a SAM checkpoint converted to BA-SAM) with accelerate",
@@ -485,78 +437,16 @@ def add_finetune_command(commands) -> None:
         "model card).",
     )
     _add_model_arguments(finetune, help="BA-SAM or SAM Hub repo id (OWNER/NAME) or folder, or `default`")
-    finetune.add_argument("--dataset", default=None, help="Hub id, save_to_disk folder, or images/ + masks/ folder")
-    finetune.add_argument("--split", default="train", help="training split (default: %(default)s)")
-    finetune.add_argument("--preset", default=None, help="paper dataset: duts cod10k dis5k(-train) isic2016 isic2018")
-    finetune.add_argument("--image-column", default=None)
-    finetune.add_argument("--mask-column", default=None)
-    finetune.add_argument("--annotations-column", default=None, help="COCO-style objects column")
-    finetune.add_argument("--max-train-samples", type=int, default=None)
-    finetune.add_argument("--val-dataset", default=None, help="validation data (default: --dataset with --val-split)")
-    finetune.add_argument("--val-split", default=None, help="validation split; without it and --val-dataset: none")
-    finetune.add_argument("--val-max-samples", type=int, default=None)
-    finetune.add_argument("--val-sizes", type=_positive_int, nargs="+", default=None, help="default: the train sizes")
-    finetune.add_argument("--val-prompt", default=None, help="validation prompt (default: --prompt)")
-    finetune.add_argument("--val-metric", default="iou", help="metric choosing best/ (default: %(default)s)")
-    finetune.add_argument("--eval-steps", type=int, default=None, help="validate every N steps (default: save steps)")
-    finetune.add_argument("--eval-batch-size", type=int, default=1, help="validation images per forward pass")
-    finetune.add_argument(
-        "--train-sizes",
-        type=_positive_int,
-        nargs="+",
-        default=None,
-        help=f"input sizes, one drawn per batch (default: the model's); {SIZE_ROUNDING}",
-    )
-    finetune.add_argument("--prompt", default="points:1", help="box | point | points:k (default: %(default)s)")
-    finetune.add_argument("--jitter", type=float, default=0.0, help="box jitter, a fraction of the box side")
-    finetune.add_argument("--negatives", type=int, default=0, help="random negative points added to point prompts")
-    finetune.add_argument("--train", choices=TRAIN_MODES, default="all", help="what is trained (default: %(default)s)")
-    finetune.add_argument("--loss", choices=tuple(LOSSES), default="bce-dice")
-    finetune.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
-    finetune.add_argument("--weight-decay", type=float, default=0.0)
-    finetune.add_argument("--lr-step-epochs", type=int, default=10, help="StepLR period in epochs (default: 10)")
-    finetune.add_argument("--lr-gamma", type=float, default=0.5, help="StepLR factor (default: %(default)s)")
-    finetune.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping (default: off)")
-    finetune.add_argument("--batch-size", type=int, default=2, help="images per process and micro-batch")
-    finetune.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    finetune.add_argument(
-        "--gradient-checkpointing",
-        action="store_true",
-        help="keep one image-encoder layer's activations instead of all (each layer is recomputed in the backward: "
-        "one more encoder forward per step); pays off at 1536 px and above",
-    )
-    finetune.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="no")
-    finetune.add_argument("--epochs", type=int, default=50)
-    finetune.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
-    finetune.add_argument("--seed", type=int, default=0)
-    finetune.add_argument("--save-steps", type=int, default=500, help="checkpoint every N optimizer steps")
-    finetune.add_argument("--keep-last", type=int, default=3, help="checkpoints kept (default: %(default)s)")
-    finetune.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=False,
-        help="continue from the latest checkpoint in --output (or from the given checkpoint / run folder); "
-        "continuing in --output needs no --overwrite",
-    )
-    finetune.add_argument("--num-workers", type=int, default=0, help="data loader workers")
-    finetune.add_argument(
-        "--log-with",
-        nargs="*",
-        default=None,
-        help="accelerate trackers besides logs/metrics.jsonl (default: tensorboard if installed; none if given "
-        "without names)",
-    )
-    finetune.add_argument("--license", default="apache-2.0", help="license in the model card")
-    finetune.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="push best/ (else final/) at the end")
-    finetune.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    finetune.add_argument("--cpu", action="store_true", help="train on CPU even if an accelerator is available")
-    finetune.add_argument(
-        "--output", required=True, help="output folder (new or empty, unless --overwrite / --resume)"
-    )
+    lora = FinetuneSettings.lora_names()
+    others = [field.name for field in cli_fields(FinetuneSettings) if field.name not in lora]
+    add_settings_arguments(finetune, FinetuneSettings, others)
     _add_overwrite_option(finetune, " (a new run: the earlier run's checkpoints go)")
-    add_coco_options(finetune)
-    add_lora_arguments(finetune)
+    group = finetune.add_argument_group(
+        "LoRA (--train lora)",
+        "a peft LoRA adapter on the frozen model, plus the BA parameters (coefficient, learnable slopes); "
+        "checkpoints and best/ / final/ hold the adapter only (merge it with `basam-hf merge-lora`)",
+    )
+    add_settings_arguments(group, FinetuneSettings, lora)
     finetune.set_defaults(func=_finetune)
 
 
@@ -806,50 +696,7 @@ def add_convert_commands(commands) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# LoRA adapters (`finetune --train lora`, `merge-lora`; see basam_hf.lora)
-
-
-def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `finetune` options of `--train lora`."""
-    group = parser.add_argument_group(
-        "LoRA (--train lora)",
-        "a peft LoRA adapter on the frozen model, plus the BA parameters (coefficient, learnable slopes); "
-        "checkpoints and best/ / final/ hold the adapter only (merge it with `basam-hf merge-lora`)",
-    )
-    group.add_argument("--lora-rank", type=int, default=LORA_DEFAULTS["rank"], help="rank r (default: %(default)s)")
-    group.add_argument(
-        "--lora-alpha",
-        type=float,
-        default=LORA_DEFAULTS["alpha"],
-        help="the update is scaled by alpha / rank (default: %(default)s)",
-    )
-    group.add_argument("--lora-dropout", type=float, default=LORA_DEFAULTS["dropout"], help="default: %(default)s")
-    group.add_argument(
-        "--lora-target-modules",
-        nargs="+",
-        default=list(LORA_DEFAULTS["target_modules"]),
-        metavar="NAME",
-        help="module names or name suffixes that get an adapter, as peft matches them (default: qkv proj, the "
-        "vision encoder's attention projections)",
-    )
-    group.add_argument(
-        "--lora-train-mask-decoder",
-        action="store_true",
-        help="also train the whole mask decoder (saved in the adapter, about 4 M parameters for SAM)",
-    )
-
-
-def lora_options_from_args(args: argparse.Namespace) -> dict | None:
-    """The `lora` argument of `finetune` from the command line (`None` unless `--train lora`)."""
-    if args.train != LORA_MODE:
-        return None
-    return {
-        "rank": args.lora_rank,
-        "alpha": args.lora_alpha,
-        "dropout": args.lora_dropout,
-        "target_modules": tuple(args.lora_target_modules),
-        "train_mask_decoder": args.lora_train_mask_decoder,
-    }
+# LoRA adapters (`merge-lora`; see basam_hf.lora)
 
 
 def _merge_lora(args: argparse.Namespace) -> int:

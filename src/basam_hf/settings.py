@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from .constants import DTYPE_NAMES
+from .constants import DTYPE_NAMES, LORA_DEFAULTS, LORA_MODE, LOSSES, MIXED_PRECISION, TRAIN_MODES
 
 Settings = TypeVar("Settings")
 _MISSING: Any = dataclasses.MISSING
@@ -299,12 +299,124 @@ class EvaluateSettings(DatasetSettings):
     dtype: str | None = setting(None, choices=DTYPE_NAMES, help=DTYPE_HELP)
 
 
+# The settings of `finetune --train lora` are named `lora_` + a field of `basam_hf.lora.LoraOptions`.
+LORA_PREFIX = "lora_"
+
+
+@dataclasses.dataclass
+class FinetuneSettings(DatasetSettings):
+    """The settings of [`basam_hf.training.finetune`] and `basam-hf finetune`: the data, validation, what is trained,
+    the prompts, the loss, the optimizer and its schedule, the run's length, checkpoints and exports. The `lora_*`
+    settings are the fields of [`basam_hf.lora.LoraOptions`] and apply with `train="lora"` only. The run record
+    (`trainer_state.json` of each checkpoint, `logs/run_config.json`) is these settings, with what the run derived from
+    them (sizes, steps, samples, the model's BA settings)."""
+
+    split: str | None = setting("train", help="training split (default: %(default)s)")
+    max_train_samples: int | None = setting(None, help="train on the first MAX_TRAIN_SAMPLES samples (default: all)")
+    # A `SegmentationDataset` too, in the Python API.
+    val_dataset: Any = setting(None, help="validation data (default: --dataset with --val-split)")
+    val_split: str | None = setting(None, help="validation split; without it and --val-dataset: none")
+    val_max_samples: int | None = setting(None, help="validate on the first VAL_MAX_SAMPLES samples (default: all)")
+    val_sizes: list[int] | None = setting(None, type=positive_int, help="default: the train sizes")
+    val_prompt: str | None = setting(None, help="validation prompt (default: --prompt; box with --prompt mixed)")
+    val_metric: str = setting("iou", help="metric choosing best/ (default: %(default)s)")
+    eval_steps: int | None = setting(None, help="validate every N steps (default: save steps)")
+    eval_batch_size: int = setting(1, help="validation images per forward pass")
+    train_sizes: list[int] | None = setting(
+        None,
+        type=positive_int,
+        help=f"input sizes, one drawn per batch (default: the model's); {SIZE_ROUNDING}",
+    )
+    prompt: str = setting(
+        "points:1",
+        help="box | point | points:k (k positive clicks, redrawn every epoch) | mixed (a kind per batch) "
+        "(default: %(default)s)",
+    )
+    jitter: float = setting(0.0, help="box jitter, a fraction of the box side")
+    negatives: int = setting(0, help="random negative points added to point prompts")
+    train: str = setting("all", choices=TRAIN_MODES, help="what is trained (default: %(default)s)")
+    loss: str = setting("bce-dice", choices=tuple(LOSSES), help="training loss (default: %(default)s)")
+    learning_rate: float = setting(1e-4, flag="--lr", help="Adam learning rate (default: %(default)s)")
+    weight_decay: float = setting(0.0, help="Adam weight decay (default: %(default)s)")
+    lr_step_epochs: int = setting(10, help="StepLR period in epochs (default: %(default)s)")
+    lr_gamma: float = setting(0.5, help="StepLR factor (default: %(default)s)")
+    max_grad_norm: float | None = setting(None, help="gradient clipping (default: off)")
+    batch_size: int = setting(2, help="images per process and micro-batch")
+    gradient_accumulation_steps: int = setting(1, help="micro-batches per optimizer step (default: %(default)s)")
+    gradient_checkpointing: bool = setting(
+        False,
+        help="keep one image-encoder layer's activations instead of all (each layer is recomputed in the backward: "
+        "one more encoder forward per step); pays off at 1536 px and above",
+    )
+    mixed_precision: str = setting("no", choices=MIXED_PRECISION, help="accelerate's mixed precision")
+    epochs: int = setting(50, help="length of the run in epochs (default: %(default)s)")
+    max_steps: int | None = setting(None, help="optimizer steps (overrides --epochs)")
+    seed: int = setting(0, help="seed of the data order, the prompts and the input sizes (default: %(default)s)")
+    save_steps: int = setting(500, help="checkpoint every N optimizer steps")
+    keep_last: int | None = setting(3, help="checkpoints kept (default: %(default)s)")
+    resume: bool | str | os.PathLike = setting(
+        False,
+        nargs="?",
+        const=True,
+        record=False,
+        help="continue from the latest checkpoint in --output (or from the given checkpoint / run folder); "
+        "continuing in --output needs no --overwrite",
+    )
+    num_workers: int = setting(0, help="data loader workers")
+    log_with: list[str] | None = setting(
+        None,
+        nargs="*",
+        help="accelerate trackers besides logs/metrics.jsonl (default: tensorboard if installed; none if given "
+        "without names)",
+    )
+    license: str = setting("apache-2.0", help="license in the model card")
+    push_to_hub: str | None = setting(None, metavar="REPO_ID", help="push best/ (else final/) at the end")
+    private: bool = setting(False, help="create the Hub repo as private")
+    cpu: bool = setting(False, help="train on CPU even if an accelerator is available")
+    output_dir: str | os.PathLike | None = setting(
+        None,
+        flag="--output",
+        required=True,
+        record=False,
+        help="output folder (new or empty, unless --overwrite / --resume)",
+    )
+    lora_rank: int = setting(LORA_DEFAULTS["rank"], help="rank r (default: %(default)s)")
+    lora_alpha: float = setting(
+        LORA_DEFAULTS["alpha"], help="the update is scaled by alpha / rank (default: %(default)s)"
+    )
+    lora_dropout: float = setting(LORA_DEFAULTS["dropout"], help="default: %(default)s")
+    lora_target_modules: list[str] = setting(
+        default_factory=lambda: list(LORA_DEFAULTS["target_modules"]),
+        metavar="NAME",
+        help="module names or name suffixes that get an adapter, as peft matches them (default: qkv proj, the "
+        "vision encoder's attention projections)",
+    )
+    lora_train_mask_decoder: bool = setting(
+        LORA_DEFAULTS["train_mask_decoder"],
+        help="also train the whole mask decoder (saved in the adapter, about 4 M parameters for SAM)",
+    )
+
+    def lora_options(self) -> dict[str, Any] | None:
+        """The `lora_*` settings as [`basam_hf.lora.LoraOptions`]' fields (`{"rank": 8, ...}`); `None` unless
+        `train="lora"`."""
+        if self.train != LORA_MODE:
+            return None
+        return {name[len(LORA_PREFIX) :]: value for name, value in vars(self).items() if name.startswith(LORA_PREFIX)}
+
+    @classmethod
+    def lora_names(cls) -> list[str]:
+        """The names of the `lora_*` settings."""
+        return [field.name for field in dataclasses.fields(cls) if field.name.startswith(LORA_PREFIX)]
+
+
 __all__ = [
     "DTYPE_HELP",
     "PROTOCOLS",
     "SIZE_ROUNDING",
     "DatasetSettings",
     "EvaluateSettings",
+    "FinetuneSettings",
+    "LORA_PREFIX",
     "add_settings_arguments",
     "argument_options",
     "cli_fields",

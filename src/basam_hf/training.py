@@ -1,4 +1,7 @@
-"""Fine-tuning BA-SAM with `accelerate`: one training loop ([`finetune`]); everything else is a function it calls.
+"""Fine-tuning BA-SAM with `accelerate`: one training loop ([`finetune`]) over the named steps of a
+[`FineTuningRun`] (prepare, resume, train step, validate, checkpoint, finish). Its settings are
+[`basam_hf.settings.FinetuneSettings`]; what is trained lives in [`basam_hf.trainable`], the samples and batches in
+[`basam_hf.batches`], the logs in [`basam_hf.tracking`].
 
 Recipe defaults are the official BA-SAM ones: all parameters, Adam lr 1e-4, StepLR every 10 epochs with gamma 0.5,
 BCE + Dice loss, one positive click per object (`points:1`, redrawn every epoch), 50 epochs.
@@ -25,7 +28,8 @@ Decisions (documented in the README):
   sample (`sample_rng(seed, "epoch-E/ID")`). With accelerate's `save_state` / `load_state` (model, optimizer, StepLR,
   RNGs) and `skip_first_batches`, an interrupted and resumed run computes exactly the batches of an uninterrupted one.
 - **Checkpoints** (`output_dir/checkpoints/checkpoint-STEP`): `save_state` into `.tmp-checkpoint-STEP` next to them,
-  plus `trainer_state.json` (step, epoch, batches done, best metric, run settings) and `model_config.json`, then one
+  plus `trainer_state.json` (step, epoch, batches done, best metric, the run record: the settings serialised with
+  what the run derived from them) and `model_config.json`, then one
   `os.replace`: a checkpoint is complete or absent, also after Ctrl-C. The last `keep_last` are kept. `best/` and
   `final/` are `save_pretrained` folders (safetensors, code files, processor config, model card), replaced atomically.
 """
@@ -35,16 +39,29 @@ import json
 import math
 import os
 import shutil
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from accelerate.tracking import GeneralTracker
+from accelerate import DistributedDataParallelKwargs
+from accelerate.utils import ProjectConfiguration, set_seed
 
+from .batches import (
+    EXCLUDED_FILE,
+    MIXED_PROMPT,
+    EpochSampler,
+    batch_prompt,
+    load_training_data,
+    micro_batch_loss,
+    seed_batch,
+    train_size_for_batch,
+    training_loader,
+    usable_sample_indices,
+    uses_multimask,
+)
 from .checkpoints import (
     CHECKPOINTS_DIR,
     check_resume_compatible,
@@ -55,357 +72,149 @@ from .checkpoints import (
     resolve_resume,
     save_checkpoint,
 )
-from .constants import MIXED_PRECISION, TRAIN_MODES
-from .conversion import is_ba_parameter
-from .data import (
-    SINGLE_CLICK_PROMPTS,
-    SampleError,
-    SegmentationDataset,
-    load_segmentation_dataset,
-    parse_prompt,
-    prompts_from_mask,
-    sample_rng,
-)
-from .lora import LORA_MODE, LoraOptions, is_lora_model, lora_options, prepare_lora_training, save_adapter
-from .losses import LOSSES, mask_targets, training_loss
+from .constants import LORA_MODE, MIXED_PRECISION, TRAIN_MODES
+from .data import SegmentationDataset, parse_prompt
+from .evaluation import evaluate
+from .hub import push_to_hub
+from .lora import LoraOptions, is_lora_model, lora_options, save_adapter
+from .losses import LOSSES
+from .metrics import LOWER_IS_BETTER, STANDARD_METRICS
 from .model_card import write_model_card
-from .references import hub_id_or_none, resolve_model
+from .processing_basam import save_pretrained_with_processor
+from .references import hub_id_or_none
+from .runtime import make_accelerator, progress_bar
+from .settings import LORA_PREFIX, FinetuneSettings, coco_files, resolve_settings, settings_record
+from .tracking import (
+    LOGS_DIR,
+    METRICS_LOG,
+    JsonLinesTracker,
+    available_trackers,
+    flat_config,
+    read_metrics_log,
+    truncate_metrics_log,
+)
+from .trainable import load_training_model, model_source, prepare_model, set_trainable, trainable_parameter_names
 
-# A training prompt that draws a prompt kind per batch ([`batch_prompt`]).
-MIXED_PROMPT = "mixed"
-# Parameters no mode trains: SAM's random Fourier features are a fixed buffer in segment-anything.
-NEVER_TRAINED = ("shared_image_embedding.",)
-LOGS_DIR = "logs"
-METRICS_LOG = "metrics.jsonl"
-RUN_CONFIG_FILE = "run_config.json"
-EXCLUDED_FILE = "excluded_train_samples.json"
 BEST_DIR = "best"
 FINAL_DIR = "final"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# What is trained
+# Settings
 
 
-def trainable_parameter_names(model: torch.nn.Module, train: str) -> list[str]:
-    """Names of the parameters `train` (one of [`TRAIN_MODES`]) optimizes.
-
-    Raises:
-        ValueError: for an unknown mode, or `ba-only` on a model without BA parameters.
-    """
-    if train == LORA_MODE:  # LoRA adds parameters rather than selecting some
-        raise ValueError("train='lora' trains new adapter parameters: see basam_hf.lora.add_lora.")
-    if train not in TRAIN_MODES:
-        raise ValueError(f"Unknown train mode {train!r}; use one of {', '.join(TRAIN_MODES)}.")
-    selectors: dict[str, Callable[[str], bool]] = {
-        "all": lambda name: True,
-        "mask-decoder": lambda name: name.startswith("mask_decoder."),
-        "frozen-encoder": lambda name: not name.startswith("vision_encoder."),
-        "ba-only": is_ba_parameter,
-        "iou-head": lambda name: name.startswith("mask_decoder.iou_prediction_head."),
-    }
-    names = [
-        name for name, _ in model.named_parameters() if not name.startswith(NEVER_TRAINED) and selectors[train](name)
-    ]
-    if not names:
+def checked_settings(settings: FinetuneSettings, dataset: Any, lora: LoraOptions | Mapping | None) -> FinetuneSettings:
+    """The settings with `lora` (the `lora_*` settings as one [`basam_hf.lora.LoraOptions`] or dict) applied.
+    Raises a `ValueError` naming the first invalid setting, so that mistakes fail before anything is loaded."""
+    if settings.output_dir is None:
+        raise TypeError("finetune() needs output_dir: the folder of the run's checkpoints, logs and models.")
+    for name, value, known in (
+        ("train mode", settings.train, TRAIN_MODES),
+        ("loss", settings.loss, LOSSES),
+        ("mixed precision", settings.mixed_precision, MIXED_PRECISION),
+    ):
+        if value not in known:
+            raise ValueError(f"Unknown {name} {value!r}; use one of {', '.join(known)}.")
+    if settings.prompt != MIXED_PROMPT:  # the training prompt may be mixed, the validation prompt not
+        parse_prompt(settings.prompt)
+    if settings.val_prompt is not None:
+        parse_prompt(settings.val_prompt)
+    if settings.val_metric not in STANDARD_METRICS:
         raise ValueError(
-            f"train={train!r} selects no parameter of this model. ba-only trains the parameters BA-SAM adds to SAM: "
-            "use bias_mode='coefficient' (a coefficient per layer) or learnable_slopes=True with bias_mode='distance'."
+            f"Unknown validation metric {settings.val_metric!r}; use one of {', '.join(STANDARD_METRICS)}."
         )
-    return names
+    for name in (
+        "batch_size",
+        "gradient_accumulation_steps",
+        "epochs",
+        "save_steps",
+        "lr_step_epochs",
+        "eval_batch_size",
+    ):
+        _check_positive(name, getattr(settings, name))
+    for name in ("max_steps", "eval_steps", "keep_last"):
+        if getattr(settings, name) is not None:
+            _check_positive(name, getattr(settings, name), " or None")
+    options = lora_options(settings.train, lora)  # the given object: refused with another train mode
+    if options is not None and lora is not None:
+        settings = replace(settings, **{LORA_PREFIX + name: value for name, value in options.to_dict().items()})
+    elif settings.train == LORA_MODE:
+        LoraOptions(**settings.lora_options())  # the lora_* settings checked
+    if dataset is None and settings.dataset is None and settings.preset is None and coco_files(settings) is None:
+        raise ValueError("Give a training dataset (Hub id, save_to_disk folder, image folder) or a preset.")
+    return settings
 
 
-def set_trainable(model: torch.nn.Module, train: str) -> list[str]:
-    """Freeze every parameter but those of `train`; return the trainable names."""
-    names = set(trainable_parameter_names(model, train))
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name in names)
-    return sorted(names)
+def _check_positive(name: str, value: Any, or_none: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{or_none}, got {value!r}.")
 
 
-def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    """Checkpoint every image-encoder layer with transformers' API: `activation_checkpointing_enable` (transformers
-    5.x's name), else its older alias `gradient_checkpointing_enable`."""
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    enable()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Data order and batches
-
-
-def uses_multimask(prompt: str) -> bool:
-    """Whether a prompt gets SAM's three-mask output: a single `point` or `click`, as in the evaluation."""
-    return parse_prompt(prompt)[0] in SINGLE_CLICK_PROMPTS
-
-
-def batch_prompt(prompt: str, jitter: float, negatives: int, seed: int, epoch: int, batch_index: int):
-    """`(prompt, jitter, negatives)` of batch `batch_index` of `epoch`: the run's own, or with `prompt="mixed"` one
-    kind drawn from `(seed, epoch, batch)` as users prompt SAM: a box (40 %, jittered by up to `jitter` or 10 % of its
-    side), one click (35 %, three-mask output) or 1-3 positive clicks with 0-2 negative ones (25 %, at least two
-    clicks in all)."""
-    if prompt != MIXED_PROMPT:
-        return prompt, jitter, negatives
-    rng = np.random.default_rng([seed, epoch, batch_index, 1])
-    draw = rng.random()
-    if draw < 0.40:
-        return "box", float(rng.uniform(0.0, jitter or 0.1)), 0
-    if draw < 0.75:
-        return "click", 0.0, 0
-    positives = int(rng.integers(1, 4))
-    return f"points:{positives}", 0.0, int(rng.integers(1 if positives == 1 else 0, 3))
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """A permutation of `range(num_samples)` drawn from `(seed, epoch)` only, so any run (uninterrupted, resumed, on
-    any number of processes) sees the same order in an epoch. accelerate calls `set_epoch`."""
-
-    def __init__(self, num_samples: int, seed: int):
-        self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples).tolist())
-
-
-def train_size_for_batch(sizes: Sequence[int], seed: int, epoch: int, batch_index: int) -> int:
-    """The input size of batch `batch_index` of `epoch`: the only size, or one drawn from `(seed, epoch, batch)`."""
-    if len(sizes) == 1:
-        return int(sizes[0])
-    return int(sizes[np.random.default_rng([seed, epoch, batch_index]).integers(len(sizes))])
-
-
-def seed_batch(seed: int, epoch: int, batch_index: int, process_index: int) -> None:
-    """Seed torch's generator for one micro-batch from `(seed, epoch, batch, process)`, so the model's own random
-    draws (dropout, e.g. LoRA's) are a resumed run's as an uninterrupted one's: the data loader also draws from it
-    when an epoch's iterator starts, which a resumed run does after restoring the checkpoint's state."""
-    torch.manual_seed(int(np.random.default_rng([seed, epoch, batch_index, process_index, 2]).integers(2**62)))
-
-
-def prompt_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:
-    """The prompt generator of a sample in an epoch (random prompts are redrawn every epoch)."""
-    return sample_rng(seed, f"epoch-{epoch}/{sample_id}")
-
-
-def training_inputs(
-    processor, samples: Sequence[dict], size: int, prompt: str, seed: int, epoch: int, jitter: float, negatives: int
-):
-    """The processor's `BatchFeature` (pixel values, prompts mapped to the input, sizes) for loaded samples."""
-    kind, _ = parse_prompt(prompt)
-    prompts = [
-        prompts_from_mask(sample["mask"], prompt, prompt_rng(seed, epoch, sample["id"]), jitter, negatives)
-        for sample in samples
-    ]
-    if kind == "box":
-        prompt_kwargs = {"input_boxes": [p["boxes"].tolist() for p in prompts]}
-    else:
-        prompt_kwargs = {
-            "input_points": [[p["points"].tolist()] for p in prompts],
-            "input_labels": [[p["labels"].tolist()] for p in prompts],
-        }
-    images = [sample["image"] for sample in samples]
-    return processor(images=images, size=size, return_tensors="pt", **prompt_kwargs)
-
-
-def micro_batch_loss(
-    model,
-    processor,
-    samples: Sequence[dict],
-    *,
-    size: int,
-    prompt: str,
-    seed: int,
-    epoch: int,
-    jitter: float = 0.0,
-    negatives: int = 0,
-    loss: str = "bce-dice",
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """The training loss of one batch of loaded samples at input size `size`: prompts from the masks, the model's
-    forward pass, the targets on its low-resolution mask grid ([`mask_targets`]) and [`training_loss`]."""
-    multimask = uses_multimask(prompt)
-    inputs = training_inputs(processor, samples, size, prompt, seed, epoch, jitter, negatives)
-    outputs = model(
-        pixel_values=inputs["pixel_values"].to(device, dtype),
-        input_points=inputs["input_points"].to(device, dtype) if "input_points" in inputs else None,
-        input_labels=inputs["input_labels"].to(device) if "input_labels" in inputs else None,
-        input_boxes=inputs["input_boxes"].to(device, dtype) if "input_boxes" in inputs else None,
-        multimask_output=multimask,
+def settings_as_run(settings: FinetuneSettings, image_size: int, train_set, val_set) -> FinetuneSettings:
+    """The settings with what they leave to the run filled in: the datasets' sources and split, the input sizes
+    (the model's by default) and the validation prompt."""
+    train_sizes = [int(size) for size in (settings.train_sizes or [image_size])]
+    if any(size < 1 for size in train_sizes):
+        raise ValueError(f"Train sizes must be positive, got {train_sizes}.")
+    mixed = settings.prompt == MIXED_PROMPT
+    return replace(
+        settings,
+        dataset=str(train_set.info.get("source")),
+        split=train_set.info.get("split"),
+        val_dataset=str(val_set.info.get("source")) if val_set is not None else None,
+        train_sizes=train_sizes,
+        val_sizes=list(settings.val_sizes or train_sizes),
+        val_prompt=settings.val_prompt or ("box" if mixed else settings.prompt),
     )
-    targets, valid = mask_targets(
-        [sample["mask"] for sample in samples],
-        inputs["reshaped_input_sizes"].tolist(),
-        tuple(inputs["pixel_values"].shape[-2:]),
-        tuple(outputs.pred_masks.shape[-2:]),
+
+
+def run_record(
+    settings: FinetuneSettings, source, net, samples: SegmentationDataset, steps: tuple[int, int], processes: int
+) -> dict:
+    """The run record (`trainer_state.json`'s `settings`, `logs/run_config.json`): the settings as run, the LoRA
+    options, and what the run derived (model, steps, samples, the model's BA settings), under the keys a resumed run
+    compares ([`basam_hf.checkpoints.RESUME_SETTINGS`])."""
+    lora = settings.lora_options()
+    steps_per_epoch, total_steps = steps
+    return {
+        **settings_record(settings),
+        "model": str(source) if source is not None else None,
+        "lora": LoraOptions(**lora).to_dict() if lora else None,
+        "num_processes": processes,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "train_samples": len(samples),
+        "train_ids_sha256": hashlib.sha256("\n".join(samples.ids).encode("utf-8")).hexdigest(),
+        # micro_batch_loss derives it from each batch's prompt.
+        "multimask": "per batch" if settings.prompt == MIXED_PROMPT else uses_multimask(settings.prompt),
+        "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+        "ba_settings": net.config.vision_config.ba_settings(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The accelerator
+
+
+def make_training_accelerator(settings: FinetuneSettings):
+    """The run's `Accelerator`: mixed precision, gradient accumulation, the JSON-lines log and the trackers."""
+    output = Path(settings.output_dir)
+    logs_dir = output / LOGS_DIR
+    trackers: list = [JsonLinesTracker(logs_dir / METRICS_LOG)]
+    trackers += list(available_trackers() if settings.log_with is None else settings.log_with)
+    return make_accelerator(
+        settings.cpu,
+        mixed_precision=settings.mixed_precision,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(logs_dir)),
+        log_with=trackers,
+        # Parts of the model can be unused by the loss (the IoU head with one mask): DDP must not wait for them.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
-    return training_loss(outputs.pred_masks, outputs.iou_scores, targets.to(device), valid.to(device), loss, multimask)
-
-
-def _check_training_sample(dataset: SegmentationDataset, index: int, patch_size: int) -> str | None:
-    """Why sample `index` cannot be trained on, or `None`."""
-    try:
-        sample = dataset[index]
-    except SampleError as error:
-        return error.reason
-    if not sample["mask"].any():
-        return "empty mask: no prompt can be derived from it"
-    if min(sample["image"].size) < patch_size:
-        return f"image {sample['image'].width}x{sample['image'].height} is smaller than one {patch_size} px patch"
-    return None
-
-
-def usable_sample_indices(dataset: SegmentationDataset, patch_size: int, accelerator) -> tuple[list[int], list[dict]]:
-    """Indices of the samples that can be trained on, and `{"id", "reason"}` for the others. Checked once, before
-    training, sharded over the processes: skipping a sample inside a batch would change batch sizes and, with several
-    processes, desynchronise them."""
-    from accelerate.utils import gather_object
-
-    # Generated data (synthetic scenes, composites) says what holds for every sample: nothing to decode twice.
-    if dataset.info.get("nonempty_masks") and patch_size <= dataset.info.get("min_image_side", 0):
-        return list(range(len(dataset))), []
-    with accelerator.split_between_processes(list(range(len(dataset)))) as mine:
-        checked = [(index, _check_training_sample(dataset, index, patch_size)) for index in mine]
-    reasons = dict(gather_object(checked))
-    usable = sorted(index for index, reason in reasons.items() if reason is None)
-    excluded = [{"id": dataset.ids[index], "reason": reason} for index, reason in sorted(reasons.items()) if reason]
-    return usable, excluded
-
-
-def _collate_samples(samples: list[dict]) -> list[dict]:
-    return samples  # PIL images of different sizes: the processor batches them per step, at the step's size
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Logging
-
-
-class JsonLinesTracker(GeneralTracker):
-    """An accelerate tracker writing one JSON object per `log` call (`{"step": ..., **values}`) to a file, and the
-    run configuration to `run_config.json` next to it."""
-
-    name = "jsonl"
-    requires_logging_directory = False
-    main_process_only = True
-
-    def __init__(self, path: str | os.PathLike):
-        super().__init__()
-        self.path = Path(path)
-
-    @property
-    def tracker(self) -> Path:
-        return self.path
-
-    def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def store_init_configuration(self, values: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(values, indent=2, sort_keys=True, default=str) + "\n"
-        (self.path.parent / RUN_CONFIG_FILE).write_text(text, encoding="utf-8")
-
-    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(json.dumps({"step": step, **values}, sort_keys=True, default=float) + "\n")
-
-
-def read_metrics_log(path: str | os.PathLike) -> list[dict]:
-    """The records of a [`JsonLinesTracker`] file (a truncated last line, from a killed run, is ignored)."""
-    records = []
-    path = Path(path)
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
-
-
-def _truncate_metrics_log(path: Path, last_step: int) -> None:
-    """Drop records after `last_step` (logged by an interrupted run after its last checkpoint: they are redone)."""
-    if path.is_file():
-        kept = [record for record in read_metrics_log(path) if (record.get("step") or 0) <= last_step]
-        path.write_text("".join(json.dumps(record, sort_keys=True) + "\n" for record in kept), encoding="utf-8")
-
-
-def _available_trackers() -> list[str]:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return []
-    return ["tensorboard"]
-
-
-def _flat_config(values: dict) -> dict:
-    """Scalars only (TensorBoard's hyperparameters accept nothing else): lists and `None` become strings."""
-    return {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in values.items()}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Models
-
-
-def load_training_model(model: Any, ba_settings: dict | None = None):
-    """A `BaSamModel` from a BA-SAM or plain SAM checkpoint (repo id, folder, `default`) with `ba_settings` applied
-    (see [`basam_hf.conversion.convert_sam_to_basam`]: every SAM weight must load), or a given model."""
-    from .conversion import convert_sam_to_basam
-    from .modeling_basam import BaSamModel
-
-    if isinstance(model, BaSamModel):
-        if ba_settings:
-            raise ValueError("BA settings apply when loading a checkpoint; this model is already built.")
-        return model
-    return convert_sam_to_basam(resolve_model(model), **(ba_settings or {}))
-
-
-def _check_settings(
-    *,
-    train: str,
-    loss: str,
-    mixed_precision: str,
-    prompts: Sequence[str | None],
-    val_metric: str,
-    positive: dict,
-    positive_or_none: dict,
-) -> None:
-    """Raise a `ValueError` naming the first invalid setting of [`finetune`]."""
-    from .metrics import STANDARD_METRICS
-
-    if train not in TRAIN_MODES:
-        raise ValueError(f"Unknown train mode {train!r}; use one of {', '.join(TRAIN_MODES)}.")
-    if loss not in LOSSES:
-        raise ValueError(f"Unknown loss {loss!r}; use one of {', '.join(LOSSES)}.")
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"Unknown mixed precision {mixed_precision!r}; use one of {', '.join(MIXED_PRECISION)}.")
-    for index, prompt in enumerate(prompts):
-        if prompt is not None and not (index == 0 and prompt == MIXED_PROMPT):  # the training prompt may be mixed
-            parse_prompt(prompt)
-    if val_metric not in STANDARD_METRICS:
-        raise ValueError(f"Unknown validation metric {val_metric!r}; use one of {', '.join(STANDARD_METRICS)}.")
-    for name, value in positive.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    for name, value in positive_or_none.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
-
-
-def _load_split(
-    source: Any, split: str | None, preset: str | None, max_samples: int | None, columns: dict
-) -> SegmentationDataset:
-    """A [`SegmentationDataset`] as given (its first `max_samples`), or loaded by `data.load_segmentation_dataset`."""
-    if isinstance(source, SegmentationDataset):
-        return source if max_samples is None else source.subset(range(min(max_samples, len(source))))
-    return load_segmentation_dataset(source, split, preset=preset, max_samples=max_samples, **columns)
+# Validation and exports
 
 
 def _validation_score(summary: dict, metric: str) -> float:
@@ -419,8 +228,6 @@ def _validation_score(summary: dict, metric: str) -> float:
 
 
 def _is_better(value: float, best: float | None, metric: str) -> bool:
-    from .metrics import LOWER_IS_BETTER
-
     if best is None:
         return True
     return value < best if metric in LOWER_IS_BETTER else value > best
@@ -453,8 +260,6 @@ def training_card_table(settings: dict, patch_size: int) -> dict[str, Any]:
 
 def _export(model, processor, folder: Path, card: dict) -> None:
     """`save_pretrained_with_processor` + model card into a temporary folder, then [`replace_directory`]."""
-    from .processing_basam import save_pretrained_with_processor
-
     temporary = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(temporary, ignore_errors=True)
     if is_lora_model(model):  # an adapter folder (issue 29): adapter_config.json, adapter_model.safetensors
@@ -466,7 +271,7 @@ def _export(model, processor, folder: Path, card: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The loop
+# The run
 
 
 @dataclass
@@ -487,55 +292,321 @@ class TrainingResult:
     pushed_to: str | None = None
 
 
+@dataclass
+class FineTuningRun:
+    """What one call of [`finetune`] works with (the settings as run, the prepared model, data loader, optimizer and
+    scheduler, the run record) and where it is (step, epoch, batch in the epoch, best validation score). Its methods
+    are the steps [`finetune`]'s loop calls: `prepare`, `resume`, `start`, `train_step` and `end_optimizer_step`,
+    `validate`, `checkpoint`, `finish`."""
+
+    settings: FinetuneSettings
+    accelerator: Any
+    model: Any  # as prepared by accelerate (wrapped for several processes)
+    unwrapped: Any
+    processor: Any
+    trainable: list[str]
+    sampler: EpochSampler
+    loader: Any
+    optimizer: Any
+    scheduler: Any
+    val_set: SegmentationDataset | None
+    record: dict
+    card_fields: dict
+    excluded: list[dict]
+    step_callback: Callable[[dict], None] | None = None
+    global_step: int = 0
+    epoch: int = 0
+    skip_batches: int = 0  # batches of `epoch` done before this call (a resumed run skips them)
+    batch_index: int = 0
+    best: dict | None = None
+    losses: list[float] = field(default_factory=list)
+    micro_losses: list[torch.Tensor] = field(default_factory=list)
+    resumed_from: Path | None = None
+    last_summary: dict | None = None
+    last_eval_step: int | None = None
+    last_save_step: int | None = None
+    pushed_to: str | None = None
+    progress: Any = None
+
+    @classmethod
+    def prepare(
+        cls, model: Any, dataset: Any, settings: FinetuneSettings, ba_settings: dict | None = None, **fields
+    ) -> "FineTuningRun":
+        """Refuse an output folder of another run, then build the run: accelerator, data, model, processor, what is
+        trained, data loader, Adam and StepLR (the official per-epoch StepLR, stepped per optimizer step with a period
+        of whole epochs: exact when a run stops mid-epoch), prepared by accelerate."""
+        if not settings.resume and list_checkpoints(settings.output_dir):
+            # A new run would mix its checkpoints with the old ones (and keep_last would delete either).
+            raise ValueError(
+                f"{settings.output_dir} holds checkpoints of an earlier run: continue it with resume=True (--resume), "
+                "or use a new output folder."
+            )
+        accelerator = make_training_accelerator(settings)
+        set_seed(settings.seed)
+        train_set, val_set = load_training_data(dataset, settings)  # cheap errors first: a dataset without masks
+        net, processor, trainable = prepare_model(model, settings, ba_settings, accelerator)
+        vision = net.config.vision_config
+        settings = settings_as_run(settings, vision.image_size, train_set, val_set)
+        samples, sampler, loader, excluded = training_loader(train_set, settings, vision.patch_size, accelerator)
+        optimizer = torch.optim.Adam(
+            [p for p in net.parameters() if p.requires_grad],
+            lr=settings.learning_rate,
+            weight_decay=settings.weight_decay,
+        )
+        prepared, optimizer, loader = accelerator.prepare(net, optimizer, loader)
+        steps_per_epoch = math.ceil(len(loader) / settings.gradient_accumulation_steps)
+        total_steps = settings.max_steps if settings.max_steps is not None else settings.epochs * steps_per_epoch
+        # Not prepared: accelerate would step it once per process.
+        period = settings.lr_step_epochs * steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer.optimizer, step_size=period, gamma=settings.lr_gamma)
+        accelerator.register_for_checkpointing(scheduler)
+        steps = (steps_per_epoch, total_steps)
+        record = run_record(settings, model_source(model), net, samples, steps, accelerator.num_processes)
+        unwrapped = accelerator.unwrap_model(prepared)
+        card_fields = {
+            "base_model": hub_id_or_none(model_source(model)),
+            "datasets": [hub] if (hub := hub_id_or_none(train_set.info.get("source"))) else [],
+            "training": training_card_table(record, vision.patch_size),
+            "license": settings.license,
+        }
+        parts = (
+            settings,
+            accelerator,
+            prepared,
+            unwrapped,
+            processor,
+            trainable,
+            sampler,
+            loader,
+            optimizer,
+            scheduler,
+        )
+        return cls(*parts, val_set, record, card_fields, excluded, **fields)
+
+    @property
+    def output(self) -> Path:
+        return Path(self.settings.output_dir)
+
+    @property
+    def total_steps(self) -> int:
+        return self.record["total_steps"]
+
+    @property
+    def best_dir(self) -> Path:
+        return self.output / BEST_DIR
+
+    @property
+    def final_dir(self) -> Path:
+        return self.output / FINAL_DIR
+
+    def resume(self) -> None:
+        """Restore the checkpoint of `resume` (model, optimizer, scheduler, RNGs; step, epoch, batches done, best),
+        after checking it was made by the same model and settings."""
+        checkpoint = resolve_resume(self.settings.resume, self.output)
+        if checkpoint is None:
+            if self.settings.resume is True:
+                self.accelerator.print(f"No checkpoint in {self.output / CHECKPOINTS_DIR}: starting a new run.")
+            return
+        state = check_resume_compatible(checkpoint, self.unwrapped.config, self.record)
+        self.accelerator.load_state(str(checkpoint))
+        self.global_step, self.epoch, self.skip_batches = (
+            state[key] for key in ("global_step", "epoch", "batches_in_epoch")
+        )
+        self.best, self.resumed_from, self.last_save_step = state.get("best"), checkpoint, self.global_step
+        if self.skip_batches >= len(self.loader):
+            self.epoch, self.skip_batches = self.epoch + 1, 0
+        self.accelerator.print(f"Resuming from {checkpoint} (step {self.global_step}).")
+
+    def start(self) -> None:
+        """Start the run folder (stale temporaries removed, the excluded samples listed), the logs (a new run in an
+        old folder starts a new log, a resumed one drops what was logged after its checkpoint: it is redone) and the
+        progress bar."""
+        accelerator = self.accelerator
+        if accelerator.is_main_process:
+            self.output.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.output / CHECKPOINTS_DIR)
+            remove_stale_temporaries(self.output)
+            log = self.output / LOGS_DIR / METRICS_LOG
+            if self.resumed_from is not None:
+                truncate_metrics_log(log, self.global_step)
+            else:
+                log.unlink(missing_ok=True)
+            (self.output / EXCLUDED_FILE).write_text(json.dumps(self.excluded, indent=2) + "\n", encoding="utf-8")
+        accelerator.wait_for_everyone()
+        accelerator.init_trackers("basam-hf-finetune", config=flat_config(self.record))
+        self.batch_index = self.skip_batches
+        self.progress = progress_bar(accelerator, total=self.total_steps, initial=self.global_step, desc="fine-tuning")
+
+    def epoch_batches(self):
+        """The batches of the current epoch still to do (a resumed run skips those done before its checkpoint)."""
+        self.sampler.set_epoch(self.epoch)
+        self.loader.set_epoch(self.epoch)  # accelerate re-sets the sampler's epoch from its own counter when iterating
+        self.batch_index, self.micro_losses = self.skip_batches, []
+        if self.skip_batches:
+            return self.accelerator.skip_first_batches(self.loader, self.skip_batches)
+        return self.loader
+
+    def next_epoch(self) -> None:
+        self.epoch, self.skip_batches = self.epoch + 1, 0
+
+    def train_step(self, samples: list[dict]) -> None:
+        """Forward and backward one micro-batch at its input size and prompt; the optimizer steps (with clipping)
+        when accelerate says the gradients are accumulated."""
+        settings, accelerator, epoch, batch = self.settings, self.accelerator, self.epoch, self.batch_index
+        size = train_size_for_batch(settings.train_sizes, settings.seed, epoch, batch)
+        seed_batch(settings.seed, epoch, batch, accelerator.process_index)
+        kind, jitter, negatives = batch_prompt(
+            settings.prompt, settings.jitter, settings.negatives, settings.seed, epoch, batch
+        )
+        with accelerator.accumulate(self.model):
+            loss = micro_batch_loss(
+                self.model,
+                self.processor,
+                samples,
+                size=size,
+                prompt=kind,
+                seed=settings.seed,
+                epoch=epoch,
+                jitter=jitter,
+                negatives=negatives,
+                loss=settings.loss,
+                device=accelerator.device,
+                dtype=self.unwrapped.dtype,
+            )
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and settings.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(self.model.parameters(), settings.max_grad_norm)
+            self.optimizer.step()  # a no-op while accumulating (accelerate's AcceleratedOptimizer)
+            self.optimizer.zero_grad()
+        self.batch_index += 1
+        self.micro_losses.append(loss.detach().float())
+
+    def end_optimizer_step(self) -> None:
+        """After an optimizer step: the schedule, the step's loss (the mean over micro-batches and processes) logged,
+        validation and checkpoint when due, then the step callback."""
+        accelerator, settings = self.accelerator, self.settings
+        if not accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
+        self.global_step += 1
+        step_loss = accelerator.reduce(torch.stack(self.micro_losses).mean(), reduction="mean").item()
+        self.micro_losses = []
+        self.losses.append(step_loss)
+        lr = self.scheduler.get_last_lr()[0]
+        accelerator.log({"train/loss": step_loss, "train/lr": lr, "train/epoch": self.epoch}, step=self.global_step)
+        self.progress.update(1)
+        self.progress.set_postfix(loss=f"{step_loss:.4f}", epoch=self.epoch)
+        if self.val_set is not None and self.global_step % (settings.eval_steps or settings.save_steps) == 0:
+            self.validate()
+        if self.global_step % settings.save_steps == 0:
+            self.checkpoint()
+        if self.step_callback is not None:
+            self.step_callback({"step": self.global_step, "epoch": self.epoch, "loss": step_loss, "lr": lr})
+
+    def validate(self) -> None:
+        """Evaluate on the validation samples (every process a shard), log the metrics, export `best/` when the
+        score improves."""
+        settings = self.settings
+        summary = evaluate(
+            self.unwrapped,
+            self.val_set,
+            sizes=settings.val_sizes,
+            prompt=settings.val_prompt,
+            batch_size=settings.eval_batch_size,
+            seed=settings.seed,
+            accelerator=self.accelerator,
+        )
+        self.model.train()  # evaluate() puts the model in eval mode
+        score = _validation_score(summary, settings.val_metric)
+        metrics = {f"eval/{settings.val_metric}": score}
+        for row in summary["results"]:
+            metrics.update({f"eval/{name}@{row['size']}": value for name, value in row["metrics"].items()})
+        self.accelerator.log(metrics, step=self.global_step)
+        self.last_summary, self.last_eval_step = summary, self.global_step
+        if _is_better(score, self.best["value"] if self.best else None, settings.val_metric):
+            self.best = {"metric": settings.val_metric, "value": score, "step": self.global_step}
+            self.export(self.best_dir, summary)
+
+    def checkpoint(self) -> Path:
+        """Save the training state and the trainer state (step, epoch, batches done, best, run record) atomically."""
+        state = {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batch_index,
+            "best": self.best,
+            "settings": self.record,
+            "trainable": self.trainable,
+        }
+        self.last_save_step = self.global_step
+        config = self.unwrapped.config
+        return save_checkpoint(self.accelerator, self.output, self.global_step, state, config, self.settings.keep_last)
+
+    def export(self, folder: Path, summary: dict | None) -> None:
+        """The model (or adapter) with its processor and model card as `folder`, written by the main process."""
+        if self.accelerator.is_main_process:
+            push = self.settings.push_to_hub
+            card = {
+                **self.card_fields,
+                # Named after the Hub repo it will be pushed to, else the run folder (not the temporary export folder).
+                "model_name": push.split("/")[-1] if push else f"{self.output.resolve().name}-{folder.name}",
+                "repo_id": push or str(folder),
+                "evaluation": summary,
+                "evaluation_dataset_id": hub_id_or_none(summary["dataset"]) if summary else None,
+            }
+            _export(self.unwrapped, self.processor, folder, card)
+        self.accelerator.wait_for_everyone()
+
+    def finish(self) -> None:
+        """The end: validation and checkpoint of the last step (unless just done), `final/`, and the push of `best/`
+        (else `final/`)."""
+        if self.val_set is not None and self.last_eval_step != self.global_step:
+            self.validate()
+        if self.last_save_step != self.global_step:
+            self.checkpoint()
+        self.export(self.final_dir, self.last_summary)
+        settings = self.settings
+        if settings.push_to_hub and self.accelerator.is_main_process:
+            folder = self.best_dir if self.best_dir.is_dir() else self.final_dir
+            message = "Fine-tuned BA-SAM (basam-hf)"
+            pushed = push_to_hub(folder, settings.push_to_hub, private=settings.private, commit_message=message)
+            self.pushed_to = pushed.repo_id
+        self.accelerator.wait_for_everyone()
+
+    def close(self, interrupted: bool = False) -> None:
+        """Close the progress bar and the trackers; after an interrupt, say where to resume from."""
+        if interrupted:
+            latest = latest_checkpoint(self.output)
+            self.accelerator.print(
+                f"\nInterrupted at step {self.global_step}; resume with --resume from {latest or 'the start'}."
+            )
+        self.progress.close()
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+
+    def result(self) -> TrainingResult:
+        return TrainingResult(
+            output_dir=self.output,
+            global_step=self.global_step,
+            total_steps=self.total_steps,
+            losses=self.losses,
+            best=self.best,
+            best_dir=self.best_dir if self.best_dir.is_dir() else None,
+            final_dir=self.final_dir,
+            last_checkpoint=latest_checkpoint(self.output),
+            resumed_from=self.resumed_from,
+            excluded_samples=self.excluded,
+            pushed_to=self.pushed_to,
+        )
+
+
 def finetune(
     model: Any = "default",
     dataset: str | os.PathLike | SegmentationDataset | None = None,
+    settings: FinetuneSettings | Mapping[str, Any] | None = None,
     *,
-    output_dir: str | os.PathLike,
-    split: str | None = "train",
-    preset: str | None = None,
-    image_column: str | None = None,
-    mask_column: str | None = None,
-    annotations_column: str | None = None,
-    max_train_samples: int | None = None,
-    val_dataset: str | os.PathLike | SegmentationDataset | None = None,
-    val_split: str | None = None,
-    val_max_samples: int | None = None,
-    val_sizes: Sequence[int] | None = None,
-    val_prompt: str | None = None,
-    val_metric: str = "iou",
-    eval_steps: int | None = None,
-    eval_batch_size: int = 1,
-    train_sizes: Sequence[int] | None = None,
-    prompt: str = "points:1",
-    jitter: float = 0.0,
-    negatives: int = 0,
-    train: str = "all",
-    lora: LoraOptions | dict | None = None,
-    loss: str = "bce-dice",
-    learning_rate: float = 1e-4,
-    weight_decay: float = 0.0,
-    lr_step_epochs: int = 10,
-    lr_gamma: float = 0.5,
-    max_grad_norm: float | None = None,
-    batch_size: int = 2,
-    gradient_accumulation_steps: int = 1,
-    gradient_checkpointing: bool = False,
-    mixed_precision: str = "no",
-    epochs: int = 50,
-    max_steps: int | None = None,
-    seed: int = 0,
-    save_steps: int = 500,
-    keep_last: int | None = 3,
-    resume: bool | str | os.PathLike = False,
+    lora: LoraOptions | Mapping[str, Any] | None = None,
     ba_settings: dict | None = None,
-    num_workers: int = 0,
-    log_with: Sequence[str] | None = None,
-    license: str = "apache-2.0",
-    push_to_hub: str | None = None,
-    private: bool = False,
-    cpu: bool = False,
     step_callback: Callable[[dict], None] | None = None,
+    **kwargs,
 ) -> TrainingResult:
     """Fine-tune BA-SAM on a segmentation dataset with accelerate (plainly, or under `accelerate launch` / torchrun).
 
@@ -544,377 +615,64 @@ def finetune(
             A SAM checkpoint is converted with `ba_settings` (e.g. `{"bias_mode": "coefficient"}`,
             `{"learnable_slopes": True}`), which also override a BA-SAM checkpoint's settings.
         dataset: training data: a [`SegmentationDataset`] or a source of [`basam_hf.data.load_segmentation_dataset`]
-            (Hub id, `save_to_disk` folder, images/ + masks/ folder) with `split` (default `train`; ignored by
-            single-split sources), `preset` and the column arguments.
-        output_dir: `checkpoints/`, `logs/` (`metrics.jsonl`, `run_config.json`, TensorBoard if installed),
-            `best/`, `final/` and `excluded_train_samples.json` go here.
-        val_dataset, val_split: validation data (default: `dataset` with `val_split`); without both, there is no
-            validation and no `best/`. Evaluated with [`basam_hf.evaluation.evaluate`] every `eval_steps` (default
-            `save_steps`) and at the end, at `val_sizes` (default `train_sizes`) with `val_prompt` (default `prompt`);
-            `best/` holds the model with the best mean `val_metric` over the sizes.
-        train_sizes: input sizes (longest edge); with several, each batch draws one (seeded). Default the model's.
-        prompt: `box`, `point` / `click` (three-mask output, see the module docstring), `points:k` (k random positive
-            clicks, redrawn every epoch) or `mixed` (a kind drawn per batch, see [`batch_prompt`]; validation then
-            defaults to boxes); `jitter` / `negatives` as in [`basam_hf.data.prompts_from_mask`].
-        train: one of [`TRAIN_MODES`] (module docstring); `lora` trains a peft adapter with the options `lora`
-            ([`basam_hf.lora.LoraOptions`]: rank, alpha, dropout, target_modules, train_mask_decoder), see
-            [`basam_hf.lora`].
-        loss: `bce-dice` (default), `bce` or `dice`.
-        learning_rate, weight_decay: Adam's. lr_step_epochs, lr_gamma: StepLR, stepped per optimizer step with a
-            period of `lr_step_epochs` epochs. max_grad_norm: gradient clipping (off by default).
-        batch_size: images per process and micro-batch; gradient_accumulation_steps micro-batches per optimizer step.
-        gradient_checkpointing: keep only each image-encoder layer's input in the forward and recompute the layer in
-            the backward (transformers' activation checkpointing): the activations of one layer instead of all, for
-            one more encoder forward per step; pays off at 1536 px and above (README: fine-tuning at high
-            resolution).
-        mixed_precision: `no`, `fp16` or `bf16` (passed to `Accelerator`).
-        epochs, max_steps: length of the run; `max_steps` (optimizer steps), when given, wins.
-        save_steps, keep_last: checkpoint every `save_steps` optimizer steps and at the end; keep the last
-            `keep_last` (all with `None`).
-        resume: `True` continues from the latest checkpoint in `output_dir` (starts afresh if there is none); a
-            path names a checkpoint or a run folder. The model and the settings in `RESUME_SETTINGS` must match.
-            Without `resume`, an `output_dir` that holds checkpoints is refused.
-        log_with: accelerate trackers besides the JSON-lines log (default: `tensorboard` if installed).
-        license: the model card's license. push_to_hub: a repo id to push `best/` (else `final/`) to at the end.
+            (Hub id, `save_to_disk` folder, images/ + masks/ folder); default the settings' `dataset` (or
+            `coco_annotations` with `images`).
+        settings: a [`basam_hf.settings.FinetuneSettings`] (or a dict of its fields; their help says what each
+            does); keyword arguments (`output_dir=...`, `max_steps=100`, ...) set single ones, over `settings`.
+            `output_dir` is needed: `checkpoints/`, `logs/` (`metrics.jsonl`, `run_config.json`, TensorBoard if
+            installed), `best/`, `final/` and `excluded_train_samples.json` go there. Validation (with `val_dataset`
+            or `val_split`) runs every `eval_steps` (default `save_steps`) and at the end; `best/` holds the model
+            with the best mean `val_metric` over `val_sizes`. `resume=True` continues from the latest checkpoint in
+            `output_dir` (a path names a checkpoint or a run folder); the model and the settings in
+            `RESUME_SETTINGS` must match. Without it, an `output_dir` that holds checkpoints is refused.
+        lora: the `lora_*` settings as one [`basam_hf.lora.LoraOptions`] (or a dict of its fields: rank, alpha,
+            dropout, target_modules, train_mask_decoder), for `train="lora"` (see [`basam_hf.lora`]).
+        ba_settings: BA settings the model is loaded with.
         step_callback: called on every process after each optimizer step (and its checkpoint) with
             `{"step", "epoch", "loss", "lr"}`; exceptions propagate (an interrupt leaves the last checkpoint intact).
 
     Raises:
+        TypeError: for a keyword argument that is no setting (the message lists the settings), or no `output_dir`.
         ValueError: for bad settings, a dataset without masks or usable samples, a model that does not fit the
             train mode, or a checkpoint of another model or run.
     """
-    from accelerate import DistributedDataParallelKwargs
-    from accelerate.utils import ProjectConfiguration, set_seed
-
-    from .evaluation import evaluate
-    from .loading import load_processor
-    from .runtime import make_accelerator, progress_bar
-
-    # Settings first, so that mistakes fail before anything is loaded.
-    _check_settings(
-        train=train,
-        loss=loss,
-        mixed_precision=mixed_precision,
-        prompts=(prompt, val_prompt),
-        val_metric=val_metric,
-        positive={
-            "batch_size": batch_size,
-            "gradient_accumulation_steps": gradient_accumulation_steps,
-            "epochs": epochs,
-            "save_steps": save_steps,
-            "lr_step_epochs": lr_step_epochs,
-            "eval_batch_size": eval_batch_size,
-        },
-        positive_or_none={"max_steps": max_steps, "eval_steps": eval_steps, "keep_last": keep_last},
-    )
-    lora = lora_options(train, lora)
-    if dataset is None and preset is None:
-        raise ValueError("Give a training dataset (Hub id, save_to_disk folder, image folder) or a preset.")
-
-    output = Path(output_dir)
-    if not resume and list_checkpoints(output):
-        # A new run would mix its checkpoints with the old ones (and keep_last would delete either).
-        raise ValueError(
-            f"{output} holds checkpoints of an earlier run: continue it with resume=True (--resume), or use a new "
-            "output folder."
-        )
-    logs_dir = output / LOGS_DIR
-    trackers: list = [JsonLinesTracker(logs_dir / METRICS_LOG)]
-    trackers += list(_available_trackers() if log_with is None else log_with)
-    accelerator = make_accelerator(
-        cpu,
-        mixed_precision=mixed_precision,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(logs_dir)),
-        log_with=trackers,
-        # Parts of the model can be unused by the loss (the IoU head with one mask): DDP must not wait for them.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    set_seed(seed)
-
-    # Data (cheap errors first: a dataset without masks fails here).
-    columns = {"image_column": image_column, "mask_column": mask_column, "annotations_column": annotations_column}
-    train_set = _load_split(dataset, split, preset, max_train_samples, columns)
-    val_set = None
-    if val_dataset is not None or val_split is not None:
-        if val_dataset is None and isinstance(dataset, SegmentationDataset):
-            raise ValueError("With a SegmentationDataset for training, pass the validation data as val_dataset.")
-        val_preset = preset if val_dataset is None else None
-        val_set = _load_split(
-            dataset if val_dataset is None else val_dataset, val_split, val_preset, val_max_samples, columns
-        )
-
-    # Model, processor, what is trained.
-    source = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
-    net = load_training_model(model, ba_settings)
-    if gradient_checkpointing:  # before LoRA wraps the model, so the encoder layers are its own
-        enable_gradient_checkpointing(net)
-    processor = load_processor(resolve_model(source) if source else None, net)
-    if train == LORA_MODE:  # issue 29: a peft adapter on the frozen model, checkpointed adapter-only
-        net, trainable = prepare_lora_training(net, processor, source, lora, output, accelerator)
-    else:
-        trainable = set_trainable(net, train)
-    net.train()
-    patch_size = net.config.vision_config.patch_size
-    train_sizes = [int(size) for size in (train_sizes or [net.config.vision_config.image_size])]
-    if any(size < 1 for size in train_sizes):
-        raise ValueError(f"Train sizes must be positive, got {train_sizes}.")
-    val_sizes = list(val_sizes or train_sizes)
-    # Recorded in the settings; micro_batch_loss derives it from each batch's prompt.
-    multimask = "per batch" if prompt == MIXED_PROMPT else uses_multimask(prompt)
-    val_prompt = val_prompt or ("box" if prompt == MIXED_PROMPT else None)
-
-    usable, excluded = usable_sample_indices(train_set, patch_size, accelerator)
-    for reason, count in Counter(item["reason"] for item in excluded).most_common():
-        accelerator.print(f"Excluded {count} of {len(train_set)} training samples: {reason} (see {EXCLUDED_FILE}).")
-    if not usable:
-        raise ValueError(f"No usable training sample in {train_set.info.get('source')}: {excluded[:3]}")
-    train_subset = train_set.subset(usable)
-    ids_sha = hashlib.sha256("\n".join(train_subset.ids).encode("utf-8")).hexdigest()
-    sampler = EpochSampler(len(train_subset), seed)
-    loader = torch.utils.data.DataLoader(
-        train_subset, batch_size=batch_size, sampler=sampler, collate_fn=_collate_samples, num_workers=num_workers
-    )
-    optimizer = torch.optim.Adam(
-        [p for p in net.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay
-    )
-    prepared_model, optimizer, loader = accelerator.prepare(net, optimizer, loader)
-    steps_per_epoch = math.ceil(len(loader) / gradient_accumulation_steps)
-    total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
-    # Not prepared: accelerate would step it once per process. Per optimizer step with a period of whole epochs is
-    # the official per-epoch StepLR, and stays exact when a run stops mid-epoch.
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer.optimizer, step_size=lr_step_epochs * steps_per_epoch, gamma=lr_gamma
-    )
-    accelerator.register_for_checkpointing(scheduler)
-    eval_every = eval_steps or save_steps
-
-    settings = {
-        "model": str(source) if source is not None else None,
-        "dataset": str(train_set.info.get("source")),
-        "split": train_set.info.get("split"),
-        "train": train,
-        "lora": lora.to_dict() if lora else None,
-        "prompt": prompt,
-        "jitter": jitter,
-        "negatives": negatives,
-        "train_sizes": train_sizes,
-        "loss": loss,
-        "learning_rate": learning_rate,
-        "weight_decay": weight_decay,
-        "lr_step_epochs": lr_step_epochs,
-        "lr_gamma": lr_gamma,
-        "max_grad_norm": max_grad_norm,
-        "batch_size": batch_size,
-        "gradient_accumulation_steps": gradient_accumulation_steps,
-        "gradient_checkpointing": gradient_checkpointing,
-        "num_processes": accelerator.num_processes,
-        "mixed_precision": mixed_precision,
-        "seed": seed,
-        "epochs": epochs,
-        "max_steps": max_steps,
-        "total_steps": total_steps,
-        "steps_per_epoch": steps_per_epoch,
-        "train_samples": len(train_subset),
-        "train_ids_sha256": ids_sha,
-        "multimask": multimask,
-        "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
-        "ba_settings": net.config.vision_config.ba_settings(),
-    }
-
-    # Resume.
-    epoch, skip_batches, global_step, best = 0, 0, 0, None
-    checkpoint = resolve_resume(resume, output)
-    if checkpoint is not None:
-        state = check_resume_compatible(checkpoint, net.config, settings)
-        accelerator.load_state(str(checkpoint))
-        global_step, epoch, skip_batches = state["global_step"], state["epoch"], state["batches_in_epoch"]
-        best = state.get("best")
-        if skip_batches >= len(loader):
-            epoch, skip_batches = epoch + 1, 0
-        accelerator.print(f"Resuming from {checkpoint} (step {global_step}).")
-    elif resume is True:
-        accelerator.print(f"No checkpoint in {output / CHECKPOINTS_DIR}: starting a new run.")
-
-    if accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(output / CHECKPOINTS_DIR)
-        remove_stale_temporaries(output)
-        if checkpoint is not None:
-            _truncate_metrics_log(logs_dir / METRICS_LOG, global_step)
-        else:
-            (logs_dir / METRICS_LOG).unlink(missing_ok=True)  # a new run in an old folder starts a new log
-        (output / EXCLUDED_FILE).write_text(json.dumps(excluded, indent=2) + "\n", encoding="utf-8")
-    accelerator.wait_for_everyone()
-    accelerator.init_trackers("basam-hf-finetune", config=_flat_config(settings))
-
-    unwrapped = accelerator.unwrap_model(prepared_model)
-    base_model = hub_id_or_none(source)
-    train_hub_id = hub_id_or_none(train_set.info.get("source"))
-    card_datasets = [train_hub_id] if train_hub_id else []
-    training_card = training_card_table(settings, patch_size)
-
-    def card(summary: dict | None, folder: Path) -> dict:
-        val_id = hub_id_or_none(summary["dataset"]) if summary else None
-        return {
-            # Named after the Hub repo it will be pushed to, else the run folder (not the temporary export folder).
-            "model_name": push_to_hub.split("/")[-1] if push_to_hub else f"{output.resolve().name}-{folder.name}",
-            "repo_id": push_to_hub or str(folder),
-            "base_model": base_model,
-            "datasets": card_datasets,
-            "training": training_card,
-            "evaluation": summary,
-            "evaluation_dataset_id": val_id,
-            "license": license,
-        }
-
-    last_summary: dict | None = None
-    last_eval_step = None
-    last_save_step = global_step if checkpoint is not None else None
-    best_dir = output / BEST_DIR
-
-    def validate() -> None:
-        nonlocal best, last_summary, last_eval_step
-        summary = evaluate(
-            unwrapped,
-            val_set,
-            sizes=val_sizes,
-            prompt=val_prompt or prompt,
-            batch_size=eval_batch_size,
-            seed=seed,
-            accelerator=accelerator,
-        )
-        prepared_model.train()  # evaluate() puts the model in eval mode
-        score = _validation_score(summary, val_metric)
-        metrics = {f"eval/{val_metric}": score}
-        for row in summary["results"]:
-            metrics.update({f"eval/{name}@{row['size']}": value for name, value in row["metrics"].items()})
-        accelerator.log(metrics, step=global_step)
-        last_summary, last_eval_step = summary, global_step
-        if _is_better(score, best["value"] if best else None, val_metric):
-            best = {"metric": val_metric, "value": score, "step": global_step}
-            if accelerator.is_main_process:
-                _export(unwrapped, processor, best_dir, card(summary, best_dir))
-            accelerator.wait_for_everyone()
-
-    def checkpoint_now(batches_in_epoch: int) -> Path:
-        nonlocal last_save_step
-        state = {
-            "global_step": global_step,
-            "epoch": epoch,
-            "batches_in_epoch": batches_in_epoch,
-            "best": best,
-            "settings": settings,
-            "trainable": trainable,
-        }
-        last_save_step = global_step
-        return save_checkpoint(accelerator, output, global_step, state, net.config, keep_last)
-
-    losses: list[float] = []
-    progress = progress_bar(accelerator, total=total_steps, initial=global_step, desc="fine-tuning")
+    settings = checked_settings(resolve_settings(FinetuneSettings, settings, **kwargs), dataset, lora)
+    run = FineTuningRun.prepare(model, dataset, settings, ba_settings, step_callback=step_callback)
+    run.resume()
+    run.start()
+    interrupted = False
     try:
-        batch_index = skip_batches
-        while global_step < total_steps:
-            sampler.set_epoch(epoch)
-            loader.set_epoch(epoch)  # accelerate re-sets the sampler's epoch from its own counter when iterating
-            active = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
-            batch_index, micro_losses = skip_batches, []
-            for samples in active:
-                size = train_size_for_batch(train_sizes, seed, epoch, batch_index)
-                seed_batch(seed, epoch, batch_index, accelerator.process_index)
-                kind, kind_jitter, kind_negatives = batch_prompt(prompt, jitter, negatives, seed, epoch, batch_index)
-                with accelerator.accumulate(prepared_model):
-                    batch_loss = micro_batch_loss(
-                        prepared_model,
-                        processor,
-                        samples,
-                        size=size,
-                        prompt=kind,
-                        seed=seed,
-                        epoch=epoch,
-                        jitter=kind_jitter,
-                        negatives=kind_negatives,
-                        loss=loss,
-                        device=accelerator.device,
-                        dtype=unwrapped.dtype,
-                    )
-                    accelerator.backward(batch_loss)
-                    if accelerator.sync_gradients and max_grad_norm is not None:
-                        accelerator.clip_grad_norm_(prepared_model.parameters(), max_grad_norm)
-                    optimizer.step()  # a no-op while accumulating (accelerate's AcceleratedOptimizer)
-                    optimizer.zero_grad()
-                batch_index += 1
-                micro_losses.append(batch_loss.detach().float())
-                if not accelerator.sync_gradients:
+        while run.global_step < run.total_steps:
+            for samples in run.epoch_batches():
+                run.train_step(samples)
+                if not run.accelerator.sync_gradients:
                     continue
-                if not accelerator.optimizer_step_was_skipped:
-                    scheduler.step()
-                global_step += 1
-                step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
-                micro_losses = []
-                losses.append(step_loss)
-                lr = scheduler.get_last_lr()[0]
-                accelerator.log({"train/loss": step_loss, "train/lr": lr, "train/epoch": epoch}, step=global_step)
-                progress.update(1)
-                progress.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch)
-                if val_set is not None and global_step % eval_every == 0:
-                    validate()
-                if global_step % save_steps == 0:
-                    checkpoint_now(batch_index)
-                if step_callback is not None:
-                    step_callback({"step": global_step, "epoch": epoch, "loss": step_loss, "lr": lr})
-                if global_step >= total_steps:
+                run.end_optimizer_step()
+                if run.global_step >= run.total_steps:
                     break
             else:
-                epoch, skip_batches = epoch + 1, 0
-
-        # The end: validation, checkpoint and exports for the last step (unless just done).
-        if val_set is not None and last_eval_step != global_step:
-            validate()
-        if last_save_step != global_step:
-            checkpoint_now(batch_index)
-        final_dir = output / FINAL_DIR
-        if accelerator.is_main_process:
-            _export(unwrapped, processor, final_dir, card(last_summary, final_dir))
-        accelerator.wait_for_everyone()
-        pushed_to = None
-        if push_to_hub and accelerator.is_main_process:
-            from .hub import push_to_hub as push
-
-            folder = best_dir if best_dir.is_dir() else final_dir
-            pushed_to = push(
-                folder, push_to_hub, private=private, commit_message="Fine-tuned BA-SAM (basam-hf)"
-            ).repo_id
-        accelerator.wait_for_everyone()
+                run.next_epoch()
+        run.finish()
     except KeyboardInterrupt:
-        latest = latest_checkpoint(output)
-        accelerator.print(f"\nInterrupted at step {global_step}; resume with --resume from {latest or 'the start'}.")
+        interrupted = True
         raise
     finally:
-        progress.close()
-        for tracker in accelerator.trackers:
-            tracker.finish()
-
-    return TrainingResult(
-        output_dir=output,
-        global_step=global_step,
-        total_steps=total_steps,
-        losses=losses,
-        best=best,
-        best_dir=best_dir if best_dir.is_dir() else None,
-        final_dir=final_dir,
-        last_checkpoint=latest_checkpoint(output),
-        resumed_from=checkpoint,
-        excluded_samples=excluded,
-        pushed_to=pushed_to,
-    )
+        run.close(interrupted)
+    return run.result()
 
 
 __all__ = [
+    "BEST_DIR",
+    "EXCLUDED_FILE",
+    "FINAL_DIR",
+    "LOGS_DIR",
     "LOSSES",
+    "METRICS_LOG",
     "MIXED_PROMPT",
     "TRAIN_MODES",
     "EpochSampler",
+    "FineTuningRun",
+    "FinetuneSettings",
     "JsonLinesTracker",
     "TrainingResult",
     "batch_prompt",
@@ -924,4 +682,5 @@ __all__ = [
     "set_trainable",
     "train_size_for_batch",
     "trainable_parameter_names",
+    "usable_sample_indices",
 ]
