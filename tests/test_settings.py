@@ -1,6 +1,7 @@
-"""Settings declared once: `basam-hf evaluate`'s options are the fields of `EvaluateSettings` (help and choices from
-the field metadata), a new field is a new option without touching the command line, parsed options become the
-dataclass again, the Python API takes the dataclass or keyword arguments, and the run record is the dataclass."""
+"""Settings declared once: `basam-hf evaluate`'s and `basam-hf finetune`'s options are the fields of
+`EvaluateSettings` and `FinetuneSettings` (help and choices from the field metadata), a new field is a new option
+without touching the command line, parsed options become the dataclass again, the Python API takes the dataclass or
+keyword arguments, and the run record is the dataclass."""
 
 import argparse
 import contextlib
@@ -15,9 +16,10 @@ from typing import Literal
 import pytest
 
 from basam_hf import cli
-from basam_hf.constants import DTYPE_NAMES, TRAIN_MODES
+from basam_hf.constants import DTYPE_NAMES, LORA_DEFAULTS, LOSSES, MIXED_PRECISION, TRAIN_MODES
 from basam_hf.settings import (
     EvaluateSettings,
+    FinetuneSettings,
     add_settings_arguments,
     argument_options,
     positive_int,
@@ -104,6 +106,97 @@ def test_a_dynamic_dataclass_builds_its_parser():
     assert settings_from_args(dynamic, parser.parse_args(["--mode", "ba-only"])) == dynamic(mode="ba-only")
     with pytest.raises(SystemExit):
         parser.parse_args(["--mode", "everything"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# finetune's options are FinetuneSettings' fields
+
+# The finetune settings whose option is not named after the field.
+FINETUNE_FLAGS = {"output_dir": "--output", "learning_rate": "--lr"}
+
+
+def _section(text: str, title: str) -> str:
+    """The part of a help text from a group's title to the next group's (or the end)."""
+    start = text.index(title)
+    return text[start:]
+
+
+def test_every_finetune_setting_is_an_option_with_its_help_and_choices():
+    text = _help_text(["finetune"])
+    lora = _section(text, "LoRA (--train lora):")
+    for field in dataclasses.fields(FinetuneSettings):
+        flag = FINETUNE_FLAGS.get(field.name, "--" + field.name.replace("_", "-"))
+        assert f" {flag} " in text, flag
+        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        default = " ".join(default) if isinstance(default, list) else default
+        assert _expanded(field.metadata["help"], default) in text, flag
+        if "choices" in field.metadata:
+            assert f"{flag} {{{','.join(field.metadata['choices'])}}}" in text, flag
+        assert (f" {flag} " in lora) == field.name.startswith("lora_"), flag  # the LoRA options in their group
+    assert f"--train {{{','.join(TRAIN_MODES)}}}" in text and f"--loss {{{','.join(LOSSES)}}}" in text
+    assert f"--mixed-precision {{{','.join(MIXED_PRECISION)}}}" in text and "--lr LR Adam learning rate" in text
+
+
+def test_parsed_finetune_options_are_the_settings():
+    parser = cli.build_parser()
+    argv = ["finetune", "--dataset", "data", "--output", "run", "--train-sizes", "64", "128", "--lr", "0.01"]
+    argv += ["--train", "lora", "--lora-rank", "4", "--lora-target-modules", "qkv", "--resume", "--log-with"]
+    argv += ["--max-steps", "7", "--keep-last", "2", "--gradient-checkpointing", "--mixed-precision", "bf16"]
+    settings = settings_from_args(FinetuneSettings, parser.parse_args(argv))
+    expected = FinetuneSettings(
+        dataset="data",
+        output_dir="run",
+        train_sizes=[64, 128],
+        learning_rate=0.01,
+        train="lora",
+        lora_rank=4,
+        lora_target_modules=["qkv"],
+        resume=True,
+        log_with=[],
+        max_steps=7,
+        keep_last=2,
+        gradient_checkpointing=True,
+        mixed_precision="bf16",
+    )
+    assert settings == expected
+    assert settings.lora_options() == {
+        "rank": 4,
+        "alpha": LORA_DEFAULTS["alpha"],
+        "dropout": LORA_DEFAULTS["dropout"],
+        "target_modules": ["qkv"],
+        "train_mask_decoder": LORA_DEFAULTS["train_mask_decoder"],
+    }
+    # Without options: the API's defaults (the output folder is the one required option).
+    defaults = settings_from_args(FinetuneSettings, parser.parse_args(["finetune", "--output", "run"]))
+    assert defaults == FinetuneSettings(output_dir="run") and defaults.lora_options() is None
+    assert parser.parse_args(["finetune", "--output", "run", "--resume", "run/checkpoints/checkpoint-3"]).resume == (
+        "run/checkpoints/checkpoint-3"
+    )
+
+
+def test_a_new_field_is_a_new_finetune_option_without_touching_the_command_line(monkeypatch):
+    @dataclasses.dataclass
+    class MoreSettings(FinetuneSettings):
+        warmup_steps: int = setting(0, help="linear warm-up steps (default: %(default)s)")
+        lora_bias: str = setting("none", choices=("none", "all"), help="which biases LoRA trains")
+
+    monkeypatch.setattr(cli, "FinetuneSettings", MoreSettings)
+    text = _help_text(["finetune"])
+    assert "--warmup-steps WARMUP_STEPS linear warm-up steps (default: 0)" in text
+    assert "--lora-bias {none,all} which biases LoRA trains" in _section(text, "LoRA (--train lora):")
+    args = cli.build_parser().parse_args(["finetune", "--output", "o", "--warmup-steps", "5", "--lora-bias", "all"])
+    settings = settings_from_args(MoreSettings, args)
+    assert (settings.warmup_steps, settings.lora_bias) == (5, "all")
+    assert dataclasses.replace(settings, train="lora").lora_options()["bias"] == "all"
+
+
+def test_the_lora_settings_are_the_fields_of_lora_options():
+    pytest.importorskip("peft")
+    from basam_hf.lora import LoraOptions
+
+    names = [name.removeprefix("lora_") for name in FinetuneSettings.lora_names()]
+    assert names == [field.name for field in dataclasses.fields(LoraOptions)]
+    assert LoraOptions(**FinetuneSettings(train="lora").lora_options()) == LoraOptions()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -203,6 +296,37 @@ def test_evaluate_takes_the_settings_and_records_them(tmp_path):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["settings"] == summary["settings"]
     with pytest.raises(TypeError, match="Unknown setting"):
         evaluate(model, None, settings, max_sample=2)
+
+
+def test_finetune_takes_the_settings_and_records_them(tmp_path):
+    pytest.importorskip("torch")
+    from conftest import save_tiny_model, write_coco_instances
+
+    from basam_hf import BaSamConfig
+    from basam_hf.checkpoints import latest_checkpoint
+    from basam_hf.training import finetune
+
+    model = save_tiny_model(tmp_path / "model", seed=3)
+    annotations, images = write_coco_instances(tmp_path / "coco", count=3)
+    given = {"prompt": "box", "max_steps": 2, "save_steps": 2, "learning_rate": 1e-3, "seed": 1, "log_with": []}
+    settings = FinetuneSettings(coco_annotations=annotations, images=images, **given)
+    by_settings = finetune(model, settings=settings, output_dir=tmp_path / "a")
+    by_keywords = finetune(model, coco_annotations=annotations, images=images, output_dir=tmp_path / "b", **given)
+    assert len(by_settings.losses) == 2 and by_settings.losses == pytest.approx(by_keywords.losses, rel=1e-6)
+    record = json.loads((latest_checkpoint(tmp_path / "a") / "trainer_state.json").read_text())["settings"]
+    size = BaSamConfig.from_pretrained(model).vision_config.image_size
+    # Filled in by the run: the dataset's source and split, the sizes, the validation prompt.
+    ran = dataclasses.replace(
+        settings, dataset=annotations, split=record["split"], train_sizes=[size], val_sizes=[size], val_prompt="box"
+    )
+    assert {name: record[name] for name in settings_record(ran)} == settings_record(ran)
+    assert record["lora"] is None and record["steps_per_epoch"] == 2 and record["train_samples"] == 3
+    run_config = json.loads((tmp_path / "a" / "logs" / "run_config.json").read_text())
+    assert run_config["learning_rate"] == 1e-3 and run_config["train_sizes"] == str([size])
+    with pytest.raises(TypeError, match=r"Unknown setting\(s\) 'max_step' of FinetuneSettings"):
+        finetune(model, settings=settings, output_dir=tmp_path / "c", max_step=2)
+    with pytest.raises(TypeError, match="needs output_dir"):
+        finetune(model, settings=settings)
 
 
 def test_the_settings_module_imports_neither_torch_nor_transformers():
