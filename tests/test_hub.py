@@ -273,12 +273,13 @@ def test_push_without_an_api_refuses_offline(model_folder):
 def test_cli_push(model_folder, monkeypatch, capsys):
     api = FakeHfApi()
     monkeypatch.setattr(basam_hf.hub, "_default_api", lambda: api)
+    count = len(files_to_upload(model_folder)) + 1  # and the generated card
     assert main(["push", str(model_folder), "user/tiny", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "Would upload 10 files to user/tiny" in out and "README.md (generated model card)" in out
+    assert f"Would upload {count} files to user/tiny" in out and "README.md (generated model card)" in out
     assert api.calls == []
     assert main(["push", str(model_folder), "user/tiny", "--private", "--commit-message", "hello"]) == 0
-    assert "Uploaded 10 files to user/tiny" in capsys.readouterr().out
+    assert f"Uploaded {count} files to user/tiny" in capsys.readouterr().out
     assert api.calls[0][2]["private"] and api.calls[1][1]["commit_message"] == "hello"
     (model_folder / "configuration_basam.py").unlink()
     assert main(["push", str(model_folder), "user/tiny"]) == 1

@@ -122,11 +122,11 @@ def _prepare_output(args: argparse.Namespace, names: tuple[str, ...], inputs=(),
 
 
 @contextlib.contextmanager
-def _writing(folder, clear: bool):
+def _writing(folder, clear: bool, cpu: bool = False):
     """Within: the command writes into `folder` (an [`basam_hf.outputs.OutputFolder`]). Before, the earlier run's
     outputs are removed (`clear`) or kept for reuse, and a note says which; after (also after a failure), the
     folder's manifest records what is now the command's own. Only the main process of a multi-process run writes
-    these; the others wait for it."""
+    these; the others wait for it (`cpu`: the command's --cpu, so the processes are set up as its run will be)."""
     from .outputs import describe_replaced
 
     main = _is_main_process()
@@ -136,9 +136,9 @@ def _writing(folder, clear: bool):
         if note:
             print(f"{note}", file=sys.stderr)
     if os.environ.get("WORLD_SIZE", "1") not in ("1", ""):
-        from accelerate import PartialState
+        from .runtime import process_state
 
-        PartialState().wait_for_everyone()
+        process_state(cpu).wait_for_everyone()
     try:
         yield
     finally:
@@ -329,7 +329,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .runtime import make_accelerator
 
     accelerator = make_accelerator(cpu=args.cpu)
-    with _writing(folder, clear=False):
+    with _writing(folder, clear=False, cpu=args.cpu):
         summary = evaluate(_model_with_settings(args), dataset, settings, accelerator=accelerator)
     if accelerator.is_main_process:
         print(markdown_table(summary), end="")
@@ -406,7 +406,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from .training import finetune
 
     try:
-        with _writing(folder, clear=settings.resume is False):
+        with _writing(folder, clear=settings.resume is False, cpu=settings.cpu):
             result = finetune(args.model, settings=settings, ba_settings=ba_settings_from_args(args))
     except KeyboardInterrupt:
         print("basam-hf finetune: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
