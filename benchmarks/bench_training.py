@@ -9,6 +9,8 @@ std 0.02 per parameter name, the same in SamModel and BaSamModel.
     python benchmarks/bench_training.py                        # 2-layer ViT-B width and full ViT-B, 1024-2048
     python benchmarks/bench_training.py --models vit-b --sizes 3072 --variants basam-default   # one large step
     python benchmarks/bench_training.py --tiny --sizes 256 512  # smoke test, seconds
+    python benchmarks/bench_training.py --models vit-b --sizes 1024 --variants basam-default --train all lora
+                                                               # LoRA (basam_hf.lora) against full fine-tuning
 
 Writes `benchmarks/results/training-<timestamp>.json` (+ `.md`) and prints a Markdown table. See README.md.
 """
@@ -49,6 +51,12 @@ TINY_MODELS = {
 VARIANTS = ("hf-sdpa", "basam-default")  # names of bench_encoder.VARIANTS; HF SamModel runs at its 1024 only
 BASE_SIZE = 1024
 LEARNING_RATE = 1e-5
+TRAIN_MODES = ("all", "lora")  # every parameter, or a LoRA adapter with basam_hf.lora's defaults (BaSam only)
+
+
+def case_label(variant: str, train: str) -> str:
+    """The variant column of a case: `basam-default`, or `basam-default+lora` for a LoRA step."""
+    return variant if train == "all" else f"{variant}+{train}"
 
 
 def box_and_target(size: int, mask_shape) -> tuple:
@@ -77,11 +85,17 @@ def run_child(spec: dict) -> dict:
         if spec["checkpointing"]:
             # transformers 5.x's name; gradient_checkpointing_enable is its deprecated alias.
             getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
-        model.requires_grad_(True)
-        optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+        if spec["train"] == "lora":  # after checkpointing, as finetune does: the encoder layers stay the model's own
+            from basam_hf.lora import LoraOptions, add_lora
+
+            model = add_lora(model, LoraOptions())
+        else:
+            model.requires_grad_(True)
+        trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        optimizer = torch.optim.Adam(trained, lr=LEARNING_RATE)
         generator = torch.Generator().manual_seed(spec["seed"] + 1)
         pixel_values = torch.randn(1, 3, spec["size"], spec["size"], generator=generator)
-        result["trainable_parameters"] = sum(p.numel() for p in model.parameters())
+        result["trainable_parameters"] = sum(p.numel() for p in trained)
         result["rss_after_build_mib"] = round(read_proc_status("VmRSS") / 2**20, 1)
         steps = []
         for step in range(spec["warmup"] + spec["repeats"]):
@@ -121,28 +135,37 @@ def default_timeout(model: str, size: int) -> float:
     return 900 + 300 * scale
 
 
-def plan(models: list[str], variants: list[str], sizes: list[int]) -> list[tuple[str, str, int]]:
-    """(model, variant, size) of every case; HF SamModel only at 1024 (its patch embedding refuses other sizes)."""
+def plan(
+    models: list[str], variants: list[str], sizes: list[int], trains: list[str] = ("all",)
+) -> list[tuple[str, str, int, str]]:
+    """(model, variant, size, train) of every case; HF SamModel only at 1024 (its patch embedding refuses other
+    sizes) and only fully trained (LoRA adapts BA-SAM here)."""
     return [
-        (model, variant, size)
+        (model, variant, size, train)
         for model in models
         for size in sizes
         for variant in variants
-        if size == BASE_SIZE or not variant.startswith("hf-")
+        for train in trains
+        if (size == BASE_SIZE or not variant.startswith("hf-")) and (train == "all" or not variant.startswith("hf-"))
     ]
 
 
 def summarize(results: dict) -> list[dict]:
-    """One row per case, with ratios to HF SamModel at 1024 (same model) and to the variant's own 1024 step."""
+    """One row per case, with ratios to HF SamModel at 1024 (same model), to the variant's own 1024 step and, for a
+    LoRA step, to full fine-tuning of the same variant and size."""
     rows = []
     for (model, variant, size), result in results.items():
         row = {"model": model, "variant": variant, "size": size, **{k: v for k, v in result.items() if k != "steps"}}
         if result["status"] == "ok":
-            for name, key in (("hf", (model, "hf-sdpa", BASE_SIZE)), ("own", (model, variant, BASE_SIZE))):
+            references = [("hf", (model, "hf-sdpa", BASE_SIZE)), ("own", (model, variant, BASE_SIZE))]
+            if "+" in variant:
+                references.append(("full", (model, variant.split("+")[0], size)))
+            for name, key in references:
                 reference = results.get(key, {})
                 if reference.get("status") == "ok" and key != (model, variant, size):
-                    row[f"time_vs_{name}_1024"] = round(result["step_s"] / reference["step_s"], 3)
-                    row[f"rss_vs_{name}_1024"] = round(result["peak_rss_mib"] / reference["peak_rss_mib"], 3)
+                    suffix = "" if name == "full" else "_1024"
+                    row[f"time_vs_{name}{suffix}"] = round(result["step_s"] / reference["step_s"], 3)
+                    row[f"rss_vs_{name}{suffix}"] = round(result["peak_rss_mib"] / reference["peak_rss_mib"], 3)
         rows.append(row)
     return rows
 
@@ -154,6 +177,7 @@ def largest_fitting(rows: list[dict], model: str, limit_gib: float = 24.0) -> di
         for row in rows
         if row["model"] == model
         and row["variant"] != "hf-sdpa"
+        and "+" not in row["variant"]  # fully trained steps only
         and row["status"] == "ok"
         and row["peak_rss_mib"] <= limit_gib * 1024
     ]
@@ -197,6 +221,13 @@ def markdown(report: dict) -> str:
                 f"- {model}: largest measured BA-SAM step within 24 GiB: {row['size']} px "
                 f"({row['peak_rss_mib'] / 1024:.1f} GiB peak RSS, {row['step_s']:.0f} s)."
             )
+    for row in report["rows"]:
+        if "rss_vs_full" in row:
+            lines.append(
+                f"- {row['model']} {row['size']} px, {row['variant']} against full fine-tuning: peak RSS "
+                f"{row['rss_vs_full']:.2f}x, step time {row['time_vs_full']:.2f}x, "
+                f"{row['trainable_parameters']:,} trained parameters."
+            )
     lines.append(
         "- peak RSS = the child's ru_maxrss: interpreter, torch, model, Adam state, activations, backward. "
         "others' CPU = cores busy with other processes while the child ran (> 0: a loaded machine)."
@@ -210,6 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[1024, 1536, 2048], help="input sizes (multiples of 16)"
+    )
+    parser.add_argument(
+        "--train", nargs="+", choices=TRAIN_MODES, default=["all"], help="all parameters and/or a LoRA adapter"
     )
     parser.add_argument("--no-checkpointing", action="store_true", help="train without gradient checkpointing")
     parser.add_argument("--repeats", type=int, default=1, help="timed steps per child (the fastest is reported)")
@@ -240,10 +274,11 @@ def main(argv=None) -> int:
             "tiny": args.tiny,
             "weights": "seeded normal std 0.02 per parameter name (biases 0, norms 1), same in every variant",
             "step": "forward (box prompt, multimask_output=False), BCE with logits on the low-res mask against the "
-            f"box, backward, Adam (lr {LEARNING_RATE}) step; every parameter trained; batch 1; float32",
+            f"box, backward, Adam (lr {LEARNING_RATE}) step; every parameter trained (or, with train lora, the adapter and BA parameters); batch 1; float32",
             "checkpointing": not args.no_checkpointing,
             "sizes": args.sizes,
             "variants": args.variants,
+            "train": args.train,
             "repeats": args.repeats,
             "warmup": args.warmup,
             "threads": args.threads,
@@ -256,9 +291,13 @@ def main(argv=None) -> int:
     }
     results = {}
     with tempfile.TemporaryDirectory(prefix="basam-bench-training-") as tmp:
-        for index, (model, variant, size) in enumerate(plan(args.models, args.variants, sorted(args.sizes))):
+        for index, (model, variant, size, train) in enumerate(
+            plan(args.models, args.variants, sorted(args.sizes), args.train)
+        ):
+            label = case_label(variant, train)
             spec = {
                 "variant": variant,
+                "train": train,
                 "size": size,
                 "dims": models[model],
                 "seed": args.seed,
@@ -271,9 +310,9 @@ def main(argv=None) -> int:
                 "round": index,
             }
             timeout = args.timeout or default_timeout(model, size)
-            print(f"[{model} {size} {variant}] running (timeout {timeout:.0f} s) ...", end=" ", flush=True)
+            print(f"[{model} {size} {label}] running (timeout {timeout:.0f} s) ...", end=" ", flush=True)
             result = spawn(spec, Path(tmp), timeout, script=__file__)
-            results[(model, variant, size)] = result
+            results[(model, label, size)] = result
             if result["status"] == "ok":
                 print(f"step {result['step_s']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
             else:
