@@ -192,8 +192,9 @@ class BaSamVisionSdpaAttention(BaSamVisionAttention, SamVisionSdpaAttention):
     """[`BaSamVisionAttention`] computed with `scaled_dot_product_attention`, as [`SamVisionSdpaAttention`] is SAM's.
 
     Global attention runs in query chunks sized by `config.attention_memory_budget_mb`, each with its own slice of
-    the bias, so no `(heads, N, N)` score or bias tensor is built for a long sequence. Returns `None` as the attention
-    weights (use `attn_implementation="eager"` to get them).
+    the bias, so no `(heads, N, N)` score or bias tensor is built for a long sequence. With autograd, a biased
+    attention runs [`chunked_biased_attention`], whose backward recomputes each chunk: training is bounded by the same
+    budget. Returns `None` as the attention weights (use `attn_implementation="eager"` to get them).
     """
 
     def forward(self, hidden_states: torch.Tensor, output_attentions=False) -> tuple[torch.Tensor, None]:
