@@ -261,9 +261,9 @@ def test_cli_reports_and_errors(tiny_model_dir, image_folder, tmp_path, capsys, 
     assert main(args + ["--mask-column", "gt", "--output", str(output), "--overwrite"]) == 1  # fixed columns
     assert "image folder" in capsys.readouterr().err
 
-    import basam_hf.hub
+    import basam_hf.references
 
-    monkeypatch.setattr(basam_hf.hub, "DEFAULT_MODEL_DIR", tmp_path / "no_default")
+    monkeypatch.setattr(basam_hf.references, "DEFAULT_MODEL_DIR", tmp_path / "no_default")
     assert main(["evaluate", "--model", "default", "--dataset", str(image_folder)]) == 1
     assert "embedded default BA-SAM model is not in this installation" in capsys.readouterr().err
     assert main(["evaluate", "--model", tiny_model_dir, "--dataset", str(image_folder), "--prompt", "boxes"]) == 1
