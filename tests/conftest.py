@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ from demo_browser import free_port  # the demo's browser helpers, shared with sc
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download during tests
+# An empty Hub cache of the suite's own: without --model, segment and demo run SAM ViT-B when the cache holds it, and
+# a machine's own cache must not change what the tests run.
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="basam-hf-tests-hub-cache-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Vision grid 8x8 (64 px / patch 8), window 3 (so windows need padding), one windowed and one global layer.

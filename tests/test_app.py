@@ -161,7 +161,7 @@ def test_demo_command_without_default_model_says_so(monkeypatch, tmp_path, capsy
     import basam_hf.references
 
     monkeypatch.setattr(basam_hf.references, "DEFAULT_MODEL_DIR", tmp_path / "no-default")
-    assert main(["demo"]) == 1
+    assert main(["demo", "--model", "default"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("basam-hf demo: error: The embedded default BA-SAM model is not in this installation")
     assert "Traceback" not in error

@@ -305,7 +305,9 @@ def test_predicted_iou_is_shown_within_0_and_1_and_kept_raw(model_dir, tmp_path,
     output = tmp_path / "out"
     argv = ["segment", str(photo), "--model", model_dir, "--output", str(output)]
     assert main(argv + [arg for box in boxes for arg in ["--box", *map(str, box)]]) == 0
-    shown = [float(line.split("predicted IoU ")[1].rstrip(")")) for line in capsys.readouterr().out.splitlines()[:2]]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"Model: {model_dir} (BA: ")  # then one line per mask
+    shown = [float(line.split("predicted IoU ")[1].rstrip(")")) for line in out[1:3]]
     assert shown == pytest.approx(np.clip(scores, 0, 1), abs=5e-4)
     assert not all(0 <= score <= 1 for score in scores)  # this model overshoots: the clamp is exercised
     record = json.loads((output / "segment.json").read_text())

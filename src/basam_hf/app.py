@@ -51,6 +51,7 @@ from .demo_inputs import (
     read_image,
     undo_click,
 )
+from .references import ModelChoice, choose_model, print_model_note
 
 logger = logging.getLogger(__name__)
 
@@ -103,21 +104,24 @@ class DemoModels:
 
     def __init__(
         self,
-        name: str | os.PathLike = "default",
+        name: str | os.PathLike | None = "default",
         max_variants: int = 2,
         ba_settings: Mapping[str, Any] | None = None,
         *,
         dtype=None,
         torch_dtype=None,
     ):
-        """`ba_settings` (BA fields, e.g. `{"bias_mode": "none"}`) replace the model's own: the page starts from them
-        (`basam-hf demo --bias-mode ...`). `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or `"float16"` for
-        the model and its variants (see [`basam_hf.loading.load_model_and_processor`]); default the saved dtype."""
+        """`name`: a repo id, folder, `default`, a [`basam_hf.references.ModelChoice`], or `None` for the photo model
+        ([`basam_hf.references.choose_model`], as `basam-hf demo` without `--model`). `ba_settings` (BA fields, e.g.
+        `{"bias_mode": "none"}`) replace the model's own: the page starts from them (`basam-hf demo --bias-mode ...`).
+        `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or `"float16"` for the model and its variants (see
+        [`basam_hf.loading.load_model_and_processor`]); default the saved dtype."""
         from .loading import load_model_and_processor
 
-        self.name = str(name)
+        self.choice = name if isinstance(name, ModelChoice) else choose_model(name)
+        self.name = self.choice.name
         self.model, self.processor, _ = load_model_and_processor(
-            name, ba_settings=ba_settings, dtype=dtype, torch_dtype=torch_dtype
+            self.choice.model, ba_settings=self.choice.settings(ba_settings), dtype=dtype, torch_dtype=torch_dtype
         )
         self.vision_config = self.model.config.vision_config
         self.max_variants = max_variants
@@ -616,16 +620,16 @@ def run_demo_command(args: argparse.Namespace, ba_settings: Mapping[str, Any] | 
     except ImportError as error:
         print(f"basam-hf demo: error: {error}", file=sys.stderr)
         return 1
+    from .loading import model_line
+
+    # Without --model: SAM ViT-B when cached or reachable, else the embedded model with a note (as `segment`).
+    models = DemoModels(args.model, ba_settings=ba_settings, dtype=getattr(args, "dtype", None))
+    print_model_note("demo", models.choice)
     demo = build_demo(
-        args.model,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        size=args.size,
-        max_pixels=args.max_pixels,
-        ba_settings=ba_settings,
-        dtype=getattr(args, "dtype", None),
+        min_size=args.min_size, max_size=args.max_size, size=args.size, max_pixels=args.max_pixels, models=models
     )
-    print(f"Starting the BA-SAM demo of {args.model} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    print(model_line(models.name, models.vision_config, [args.size] if args.size else None), flush=True)
+    print(f"Starting the BA-SAM demo of {models.name} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     # SIGTERM (service managers, the tests) ends the process like Ctrl-C, so exit handlers remove the files.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:

@@ -28,6 +28,7 @@ from .constants import (
     POINTS_PER_SIDE,
     SEGMENT_MAX_PIXELS,
 )
+from .references import choose_model, print_model_note
 from .settings import (
     DTYPE_HELP,
     SIZE_ROUNDING,
@@ -77,12 +78,23 @@ def add_ba_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--coefficient-init", type=float, default=None, help="initial coefficient (coefficient mode)")
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, help: str | None = None) -> None:
-    """`--model` and the BA options, for every command that runs a model."""
+# `--model` of `segment` and `demo`: not given, the photo model runs (basam_hf.references.photo_model).
+PHOTO_MODEL_HELP = (
+    "Hub repo id (OWNER/NAME), folder, or `default` (the embedded model). Default: facebook/sam-vit-base with "
+    "attention_scaling=log_length, bias_mode=none (SAM itself at 1024 px) when it is in the Hugging Face cache or the "
+    "Hub can be reached (downloaded once, 375 MB), else the embedded model, with a note"
+)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, help: str | None = None, photo: bool = False) -> None:
+    """`--model` and the BA options, for every command that runs a model; `photo`: without `--model`, the photo
+    model (`None` until [`basam_hf.references.choose_model`] chooses)."""
     parser.add_argument(
         "--model",
-        default="default",
-        help=help or "Hub repo id (OWNER/NAME), folder, or `default` (the embedded model)",
+        default=None if photo else "default",
+        help=PHOTO_MODEL_HELP
+        if photo
+        else help or "Hub repo id (OWNER/NAME), folder, or `default` (the embedded model)",
     )
     add_ba_options(parser)
 
@@ -92,13 +104,30 @@ def ba_settings_from_args(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in BA_OPTION_NAMES if getattr(args, name, None) is not None}
 
 
-def load_model_from_args(args: argparse.Namespace):
-    """The model of `--model` and its processor (a [`basam_hf.loading.LoadedModel`]), the BA options applied while
-    loading; with BA options the model is still named `args.model` (for the reports)."""
+def load_model_from_args(args: argparse.Namespace, choice=None):
+    """The model of `--model` (or of `choice`, a [`basam_hf.references.ModelChoice`]) and its processor (a
+    [`basam_hf.loading.LoadedModel`]), the BA options applied while loading, over the choice's settings; with BA
+    settings the model is still named as given (for the reports)."""
     from .loading import load_model_and_processor
 
-    settings = ba_settings_from_args(args)
-    return load_model_and_processor(args.model, ba_settings=settings, dtype=getattr(args, "dtype", None))
+    choice = choice or choose_model(args.model)
+    settings = choice.settings(ba_settings_from_args(args))
+    return load_model_and_processor(choice.model, ba_settings=settings, dtype=getattr(args, "dtype", None))
+
+
+def print_model_line(args: argparse.Namespace, sizes=None, scales=None) -> None:
+    """[`basam_hf.loading.model_line`] of `--model` with the BA options, from its config (before the command loads
+    it), at `sizes`, else `scales` times its own size, else its own size. The main process only."""
+    from .loading import model_config, model_line
+
+    if not _is_main_process():
+        return
+    vision = model_config(args.model, ba_settings_from_args(args)).vision_config
+    if sizes is None and scales is not None:
+        from .study import scaled_sizes
+
+        sizes = scaled_sizes(vision, scales)
+    print(model_line(args.model, vision, sizes), flush=True)
 
 
 def _model_with_settings(args: argparse.Namespace):
@@ -309,11 +338,12 @@ def _dataset_argument(args):
     return load_coco_dataset(*coco)
 
 
-def _check_sizes(args: argparse.Namespace, sizes, option: str, prompts: int = 1) -> None:
-    """Refuse input sizes whose estimated memory exceeds this machine's ([`basam_hf.limits.check_size`])."""
+def _check_sizes(model: str, sizes, option: str, prompts: int = 1) -> None:
+    """Refuse input sizes whose estimated memory for `model` exceeds this machine's
+    ([`basam_hf.limits.check_size`])."""
     from .limits import check_size, read_model_config
 
-    config = read_model_config(args.model)
+    config = read_model_config(model)
     for size in sizes or ():
         check_size(config, size, option, prompts)
 
@@ -324,7 +354,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     inputs = [settings.dataset, settings.images, settings.coco_annotations]
     # Its records are keyed by settings: with --overwrite, files of its names (from Python, say) are resumed from.
     folder = _prepare_output(args, EVALUATE_OUTPUTS, inputs=inputs, resume=args.overwrite)
-    _check_sizes(args, settings.sizes, "--sizes", settings.batch_size)
+    _check_sizes(args.model, settings.sizes, "--sizes", settings.batch_size)
+    print_model_line(args, settings.sizes)
     from .evaluation import evaluate, markdown_table
     from .runtime import make_accelerator
 
@@ -357,10 +388,11 @@ def add_evaluate_command(commands) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .study import OVERLAY_FILE, PLOT_FILE, RESULTS_TABLE, compare
+    from .study import COMPARE_SCALES, OVERLAY_FILE, PLOT_FILE, RESULTS_TABLE, compare
 
     folder = _prepare_output(args, COMPARE_OUTPUTS, resume=args.overwrite)  # cached results are keyed, as evaluate's
-    _check_sizes(args, args.sizes, "--sizes")
+    _check_sizes(args.model, args.sizes, "--sizes")
+    print_model_line(args, args.sizes, COMPARE_SCALES)
     seed = {} if args.seed is None else {"seed": args.seed}
     model = _model_with_settings(args)
     with _writing(folder, clear=False):
@@ -403,6 +435,7 @@ def _finetune(args: argparse.Namespace) -> int:
     settings = settings_from_args(FinetuneSettings, args)
     inputs = [args.model, settings.dataset, settings.val_dataset, settings.images, settings.coco_annotations]
     folder = _prepare_output(args, FINETUNE_OUTPUTS, inputs=inputs, resume=settings.resume is True)
+    print_model_line(args, settings.train_sizes)
     from .training import finetune
 
     try:
@@ -513,10 +546,8 @@ def _shown_iou(score: float) -> str:
 def _segment(args: argparse.Namespace) -> int:
     _check_segment_arguments(args)
     folder = _prepare_output(args, SEGMENT_OUTPUTS, inputs=[args.image])
-    if args.size is not None:
-        prompts = AUTOMATIC_PROMPTS_PER_BATCH if args.automatic else max(1, len(args.box or []))
-        _check_sizes(args, [args.size], "--size", prompts)
     from .limits import open_image
+    from .loading import model_line
     from .segment import check_prompts, generate_masks, mask_generation_kwargs, save_masks, segment_image
 
     image = open_image(args.image, args.max_pixels, hint="pass --max-pixels")
@@ -528,8 +559,15 @@ def _segment(args: argparse.Namespace) -> int:
         boxes, points, notes = check_prompts(image.width, image.height, boxes=args.box, points=points or None)
         for note in notes:
             print(f"basam-hf segment: note: {note}", file=sys.stderr)
-    model, processor, _ = load_model_from_args(args)
-    record = {"image": str(args.image), "size": args.size}
+    choice = choose_model(args.model)  # after the input checks: without --model, it may download SAM ViT-B (once)
+    if args.size is not None:
+        prompts = AUTOMATIC_PROMPTS_PER_BATCH if args.automatic else max(1, len(args.box or []))
+        _check_sizes(choice.model, [args.size], "--size", prompts)
+    print_model_note(args.command, choice)
+    model, processor, _ = load_model_from_args(args, choice)
+    line = model_line(choice.name, model.config.vision_config, [args.size] if args.size else None)
+    print(line, flush=True)
+    record = {"image": str(args.image), "model": line.removeprefix("Model: "), "size": args.size}
     if args.automatic:
         points_per_side = args.points_per_side or POINTS_PER_SIDE
         thresholds = mask_generation_kwargs(
@@ -580,7 +618,7 @@ def add_segment_command(commands) -> None:
         "--overwrite, an earlier segment run's files there are replaced and nothing else is touched.",
     )
     segment.add_argument("image", help="image file")
-    _add_model_arguments(segment)
+    _add_model_arguments(segment, photo=True)
     segment.add_argument("--box", nargs=4, type=float, action="append", metavar=("X1", "Y1", "X2", "Y2"))
     segment.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"), help="object point")
     segment.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"))
@@ -636,7 +674,7 @@ def add_demo_command(commands) -> None:
         'offers the masks as PNG. Needs Gradio (pip install "basam-hf[demo]"); runs offline. The BA options set the '
         "model's own settings, which the page starts from.",
     )
-    _add_model_arguments(demo)
+    _add_model_arguments(demo, photo=True)
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network)")
     demo.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     sizes = "multiples of the patch size (16 for SAM); others are refused"

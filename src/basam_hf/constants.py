@@ -25,6 +25,14 @@ BA_FIELDS = (
 )
 # BA switched off: the same weights compute what SAM computes.
 BA_OFF = {"bias_mode": "none", "attention_scaling": "none"}
+# The BA settings for a pretrained SAM used zero-shot (no BA while it was trained), e.g. the photo model of `segment`
+# and `demo`. log_length scaling multiplies the softmax scale by log(N) / log(N_train): exactly 1 at the pretraining
+# size (1024 px for SAM), so there the model computes what SAM computes, and the paper's entropy correction, with no
+# parameter to learn, at other sizes. The distance bias stays off: it changes SAM's attention even at 1024 px (the
+# steepest ViT-B head loses 0.63 logits per token of distance), and switched on at test time in the resolution study
+# (README) it brought no gain on a model trained without it and cost 0.025-0.033 mIoU at 3x and 4x on synthetic
+# scenes. The study switched scaling and bias on together; only the bias is what changes SAM at its own size.
+ZERO_SHOT_BA = {"attention_scaling": "log_length", "bias_mode": "none"}
 # Automatic-mask-generation thresholds a config may recommend (`BaSamConfig.mask_generation`), with transformers'
 # mask-generation pipeline defaults (`MaskGenerationPipeline._forward`).
 MASK_GENERATION_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
@@ -86,5 +94,6 @@ __all__ = [
     "POINTS_PER_SIDE",
     "SEGMENT_MAX_PIXELS",
     "TRAIN_MODES",
+    "ZERO_SHOT_BA",
     "is_ba_parameter",
 ]

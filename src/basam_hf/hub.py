@@ -34,6 +34,7 @@ from .references import (  # noqa: F401 (re-exported: their home was this module
     DEFAULT_MODEL_DIR,
     DEFAULT_MODEL_NAME,
     hub_id_or_none,
+    hub_offline,
     is_adapter_folder,
     is_local_path,
     resolve_model,
@@ -228,17 +229,6 @@ def is_connection_error(error: BaseException) -> bool:
         ):
             return True
     return False
-
-
-def hub_offline() -> bool:
-    """Whether huggingface_hub's offline mode is on (`HF_HUB_OFFLINE`)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return False
-    return bool(constants.HF_HUB_OFFLINE)
 
 
 def one_line(text: str, limit: int = 400) -> str:

@@ -3,6 +3,9 @@ folder or a Hub repo id, see [`basam_hf.references.resolve_model`]), builds the 
 applied while loading (`BaSamModel.from_pretrained(path, bias_mode=..., dtype=...)`, one read of `config.json`), and
 loads the processor saved with it.
 
+[`model_line`] is the one line every command that runs a model prints about it; [`model_config`] the config a model
+would be built from, for that line before a command loads anything.
+
 The other calls serve code that already holds a model: [`ba_variant`] (the same weights under other BA settings),
 [`load_processor`] (a processor for a model object) and [`as_model`] (a name or a model).
 """
@@ -20,8 +23,8 @@ from .configuration_basam import BaSamConfig
 from .constants import BA_FIELDS, BA_OFF, DTYPE_NAMES
 from .conversion import is_ba_parameter
 from .modeling_basam import BaSamModel
-from .processing_basam import BaSamProcessor, normalisation_settings, processor_for_model
-from .references import resolve_model
+from .processing_basam import BaSamImageProcessor, BaSamProcessor, normalisation_settings, processor_for_model
+from .references import DEFAULT_MODEL_NAME, resolve_model
 
 # Floating-point types a model can run in (`dtype=` in the Python API, `--dtype` on the command line).
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
@@ -120,7 +123,32 @@ def load_model_and_processor(
     if device is not None:
         loaded = loaded.to(device)
     # The config just read is the one saved beside the processor: its grid is the model's, nothing to compare.
-    return LoadedModel(loaded, _saved_processor(path) or processor_for_model(loaded), path)
+    return LoadedModel(loaded, _processor_for(loaded, _saved_processor(path)), path)
+
+
+def model_config(model: str | os.PathLike, ba_settings: Mapping[str, Any] | None = None) -> BaSamConfig:
+    """The config [`load_model_and_processor`]`(model, ba_settings=...)` builds its model from (a SAM config becomes
+    a BA-SAM one, as loading it does), read without the weights."""
+    _check_ba_settings(ba_settings or {})
+    return BaSamConfig.from_pretrained(resolve_model(model), **(ba_settings or {}))
+
+
+# The BA fields [`model_line`] names besides attention_scaling and bias_mode, per bias mode (the others do nothing).
+_BIAS_FIELDS = {
+    "distance": ("bias_distance", "distance_unit", "bias_layers", "bias_slope_scale", "learnable_slopes"),
+    "coefficient": ("bias_layers",),
+}
+
+
+def model_line(name: str | os.PathLike, vision_config, sizes=None) -> str:
+    """One line naming the model a command runs, e.g. `Model: facebook/sam-vit-base (BA: attention_scaling=log_length,
+    bias_mode=none) at 1024 px`: `name` as given (`default`: the embedded model), the BA settings that act and the
+    input sizes (default: the model's own)."""
+    fields = ("attention_scaling", "bias_mode", *_BIAS_FIELDS.get(vision_config.bias_mode, ()))
+    settings = ", ".join(f"{field}={getattr(vision_config, field)}" for field in fields)
+    sizes = ", ".join(str(size) for size in (sizes or [vision_config.image_size]))
+    embedded = "embedded; " if str(name) == DEFAULT_MODEL_NAME else ""
+    return f"Model: {name} ({embedded}BA: {settings}) at {sizes} px"
 
 
 def load_model(name: str | os.PathLike, *, dtype=None, torch_dtype=None):
@@ -175,6 +203,17 @@ def _saved_processor(path: str) -> BaSamProcessor | None:
     return BaSamProcessor.from_pretrained(path, image_processor_filename=IMAGE_PROCESSOR_NAME)
 
 
+def _processor_for(model, saved: BaSamProcessor | None) -> BaSamProcessor:
+    """`saved` if it is BA-SAM's; a SAM checkpoint's processor (e.g. facebook/sam-vit-base's `SamImageProcessor`,
+    which resizes to its saved size only) gives its normalisation settings to [`basam_hf.processor_for_model`]'s;
+    no processor files: [`basam_hf.processor_for_model`]'s."""
+    if saved is None:
+        return processor_for_model(model)
+    if not isinstance(saved.image_processor, BaSamImageProcessor):
+        return processor_for_model(model, **normalisation_settings(saved.image_processor))
+    return saved
+
+
 def load_processor(name: str | os.PathLike | None, model):
     """The processor saved with the model `name` if it has processor files, else [`basam_hf.processor_for_model`].
     A processor saved with a model of another token grid (`model` was rebased to a new size since, see
@@ -182,8 +221,8 @@ def load_processor(name: str | os.PathLike | None, model):
     default, not a choice for this one."""
     path = None if name is None else resolve_model(name)
     processor = None if path is None else _saved_processor(path)
-    if processor is None:
-        return processor_for_model(model)
+    if processor is None or not isinstance(processor.image_processor, BaSamImageProcessor):
+        return _processor_for(model, processor)
     vision, saved = model.config.vision_config, AutoConfig.from_pretrained(path).vision_config
     if (saved.image_size, saved.patch_size) == (vision.image_size, vision.patch_size):
         return processor
@@ -199,6 +238,8 @@ __all__ = [
     "load_model",
     "load_model_and_processor",
     "load_processor",
+    "model_config",
+    "model_line",
     "resolve_dtype",
     "sam_variant",
 ]

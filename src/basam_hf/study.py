@@ -53,8 +53,9 @@ COMPARE_NOTE = (
 
 
 def scaled_sizes(model, scales: Sequence[float]) -> list[int]:
-    """`scale` times the model's training size, rounded to a multiple of its patch size, for each scale."""
-    vision = model.config.vision_config
+    """`scale` times the model's training size, rounded to a multiple of its patch size, for each scale (`model`: a
+    model or its vision config)."""
+    vision = model.config.vision_config if hasattr(model, "config") else model
     return [
         max(vision.patch_size, round(vision.image_size * scale / vision.patch_size) * vision.patch_size)
         for scale in scales
