@@ -7,6 +7,8 @@ import os
 import sys
 
 from ..constants import BA_CHOICES
+from ..limits import check_size, read_model_config
+from ..outputs import describe_replaced, prepare_output
 from ..references import choose_model
 
 # The BA fields that have a command-line option (`--bias-mode`, ...).
@@ -75,7 +77,7 @@ def load_model_from_args(args: argparse.Namespace, choice=None):
     """The model of `--model` (or of `choice`, a [`basam_hf.references.ModelChoice`]) and its processor (a
     [`basam_hf.loading.LoadedModel`]), the BA options applied while loading, over the choice's settings; with BA
     settings the model is still named as given (for the reports)."""
-    from ..loading import load_model_and_processor
+    from ..loading import load_model_and_processor  # --help stays fast: no torch at parse time
 
     choice = choice or choose_model(args.model)
     settings = choice.settings(ba_settings_from_args(args))
@@ -85,13 +87,13 @@ def load_model_from_args(args: argparse.Namespace, choice=None):
 def print_model_line(args: argparse.Namespace, sizes=None, scales=None) -> None:
     """[`basam_hf.loading.model_line`] of `--model` with the BA options, from its config (before the command loads
     it), at `sizes`, else `scales` times its own size, else its own size. The main process only."""
-    from ..loading import model_config, model_line
+    from ..loading import model_config, model_line  # --help stays fast: no torch at parse time
 
     if not is_main_process():
         return
     vision = model_config(args.model, ba_settings_from_args(args)).vision_config
     if sizes is None and scales is not None:
-        from ..study import scaled_sizes
+        from ..study import scaled_sizes  # torch
 
         sizes = scaled_sizes(vision, scales)
     print(model_line(args.model, vision, sizes), flush=True)
@@ -110,8 +112,6 @@ def is_main_process() -> bool:
 
 def prepare_output_folder(args: argparse.Namespace, names: tuple[str, ...], inputs=(), resume: bool = False):
     """`args.output` checked for `args.command` ([`basam_hf.outputs.prepare_output`]) before any heavy work."""
-    from ..outputs import prepare_output
-
     return prepare_output(
         args.output, args.command, overwrite=args.overwrite, names=names, inputs=inputs, resume=resume
     )
@@ -123,8 +123,6 @@ def writing_into(folder, clear: bool, cpu: bool = False):
     outputs are removed (`clear`) or kept for reuse, and a note says which; after (also after a failure), the
     folder's manifest records what is now the command's own. Only the main process of a multi-process run writes
     these; the others wait for it (`cpu`: the command's --cpu, so the processes are set up as its run will be)."""
-    from ..outputs import describe_replaced
-
     main = is_main_process()
     if main:
         earlier = folder.begin(clear)
@@ -132,7 +130,7 @@ def writing_into(folder, clear: bool, cpu: bool = False):
         if note:
             print(f"{note}", file=sys.stderr)
     if os.environ.get("WORLD_SIZE", "1") not in ("1", ""):
-        from ..runtime import process_state
+        from ..runtime import process_state  # torch, accelerate
 
         process_state(cpu).wait_for_everyone()
     try:
@@ -145,8 +143,6 @@ def writing_into(folder, clear: bool, cpu: bool = False):
 def check_sizes(model: str, sizes, option: str, prompts: int = 1) -> None:
     """Refuse input sizes whose estimated memory for `model` exceeds this machine's
     ([`basam_hf.limits.check_size`])."""
-    from ..limits import check_size, read_model_config
-
     config = read_model_config(model)
     for size in sizes or ():
         check_size(config, size, option, prompts)

@@ -55,7 +55,7 @@ def describe_error(error: BaseException, hub_ids: list[str] = ()) -> str | None:
     """The one-line message of an expected failure, or `None` for an unexpected one (a bug: keep the traceback)."""
     if isinstance(error, PathNotFoundError):
         return str(error)
-    # huggingface_hub's error classes: imported only after a failure, so that --help stays fast.
+    # huggingface_hub and basam_hf.hub: imported only after a failure, so that --help stays fast.
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
 
     from ..hub import connection_failure_reason, error_chain, hub_offline, is_connection_error, one_line

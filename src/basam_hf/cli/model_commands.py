@@ -15,6 +15,7 @@ from ..constants import (
     POINTS_PER_SIDE,
     SEGMENT_MAX_PIXELS,
 )
+from ..limits import open_image
 from ..references import choose_model, print_model_note
 from ..settings import SIZE_ROUNDING, positive_int
 from .common import (
@@ -32,7 +33,7 @@ from .common import (
 
 
 def _info(args: argparse.Namespace) -> int:
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # --help stays fast: no torch/transformers at parse time
 
     from ..configuration_basam import BaSamConfig
 
@@ -66,7 +67,7 @@ def add_info_command(commands) -> None:
 
 def _convert_sam(args: argparse.Namespace) -> int:
     folder = prepare_output_folder(args, MODEL_FOLDER_OUTPUTS, inputs=[args.source])
-    from ..conversion import convert_sam_to_basam
+    from ..conversion import convert_sam_to_basam  # torch
 
     settings = ba_settings_from_args(args)
     with writing_into(folder, clear=True):
@@ -79,7 +80,7 @@ def _convert_sam(args: argparse.Namespace) -> int:
 
 def _convert_official(args: argparse.Namespace) -> int:
     folder = prepare_output_folder(args, MODEL_FOLDER_OUTPUTS, inputs=[args.checkpoint])
-    from ..conversion import convert_official_checkpoint
+    from ..conversion import convert_official_checkpoint  # torch
 
     with writing_into(folder, clear=True):
         model = convert_official_checkpoint(
@@ -105,7 +106,7 @@ def _print_converted(model, output: str) -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from ..hub import push_to_hub
+    from ..hub import push_to_hub  # huggingface_hub imports slowly
 
     result = push_to_hub(
         args.folder, args.repo_id, private=args.private, commit_message=args.commit_message, dry_run=args.dry_run
@@ -167,8 +168,7 @@ def _shown_iou(score: float) -> str:
 def _segment(args: argparse.Namespace) -> int:
     _check_segment_arguments(args)
     folder = prepare_output_folder(args, SEGMENT_OUTPUTS, inputs=[args.image])
-    from ..limits import open_image
-    from ..loading import model_line
+    from ..loading import model_line  # torch, transformers
     from ..segment import check_prompts, generate_masks, mask_generation_kwargs, save_masks, segment_image
 
     image = open_image(args.image, args.max_pixels, hint="pass --max-pixels")
@@ -360,7 +360,7 @@ def add_convert_commands(commands) -> None:
 
 def _merge_lora(args: argparse.Namespace) -> int:
     folder = prepare_output_folder(args, MODEL_FOLDER_OUTPUTS, inputs=[args.source])
-    from ..lora import merge_adapter
+    from ..lora import merge_adapter  # peft, torch
 
     with writing_into(folder, clear=True):
         merge_adapter(args.source, args.output, base=args.base)

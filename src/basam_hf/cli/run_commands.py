@@ -42,7 +42,7 @@ def _dataset_argument(args):
     coco = coco_files(args)
     if coco is None:
         return args.dataset
-    from ..data import load_coco_dataset
+    from ..data import load_coco_dataset  # --help stays fast: numpy, PIL
 
     return load_coco_dataset(*coco)
 
@@ -55,7 +55,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     folder = prepare_output_folder(args, EVALUATE_OUTPUTS, inputs=inputs, resume=args.overwrite)
     check_sizes(args.model, settings.sizes, "--sizes", settings.batch_size)
     print_model_line(args, settings.sizes)
-    from ..evaluation import evaluate, markdown_table
+    from ..evaluation import evaluate, markdown_table  # torch, and accelerate imports slowly
     from ..runtime import make_accelerator
 
     accelerator = make_accelerator(cpu=args.cpu)
@@ -87,7 +87,7 @@ def add_evaluate_command(commands) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ..study import COMPARE_SCALES, OVERLAY_FILE, PLOT_FILE, RESULTS_TABLE, compare
+    from ..study import COMPARE_SCALES, OVERLAY_FILE, PLOT_FILE, RESULTS_TABLE, compare  # torch
 
     folder = prepare_output_folder(
         args, COMPARE_OUTPUTS, resume=args.overwrite
@@ -137,7 +137,7 @@ def _finetune(args: argparse.Namespace) -> int:
     inputs = [args.model, settings.dataset, settings.val_dataset, settings.images, settings.coco_annotations]
     folder = prepare_output_folder(args, FINETUNE_OUTPUTS, inputs=inputs, resume=settings.resume is True)
     print_model_line(args, settings.train_sizes)
-    from ..training import finetune
+    from ..training import finetune  # torch, accelerate
 
     try:
         with writing_into(folder, clear=settings.resume is False, cpu=settings.cpu):
@@ -145,7 +145,7 @@ def _finetune(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("basam-hf finetune: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
         return 130
-    from accelerate import PartialState
+    from accelerate import PartialState  # accelerate imports slowly
 
     if PartialState().is_main_process:
         print(f"Trained {result.global_step} steps; last checkpoint {result.last_checkpoint}.")
