@@ -309,7 +309,7 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch):
     def broken(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "_info", broken)
+    monkeypatch.setattr(cli.model_commands, "_info", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["info", "default"])
 

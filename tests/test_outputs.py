@@ -71,7 +71,8 @@ def no_model_loading(monkeypatch):
         calls.append(args)
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(cli, "load_model_from_args", refuse)
+    monkeypatch.setattr(cli.common, "load_model_from_args", refuse)
+    monkeypatch.setattr(cli.model_commands, "load_model_from_args", refuse)
     monkeypatch.setattr(basam_hf.evaluation, "load_model", refuse)
     return calls
 

@@ -91,7 +91,7 @@ def test_a_new_field_is_a_new_evaluate_option_without_touching_the_command_line(
     class MoreSettings(EvaluateSettings):
         calibration_bins: int = setting(15, help="reliability-diagram bins (default: %(default)s)")
 
-    monkeypatch.setattr(cli, "EvaluateSettings", MoreSettings)
+    monkeypatch.setattr(cli.run_commands, "EvaluateSettings", MoreSettings)
     assert "--calibration-bins CALIBRATION_BINS reliability-diagram bins (default: 15)" in _help_text(["evaluate"])
     args = cli.build_parser().parse_args(["evaluate", "--calibration-bins", "7"])
     assert settings_from_args(MoreSettings, args).calibration_bins == 7
@@ -180,7 +180,7 @@ def test_a_new_field_is_a_new_finetune_option_without_touching_the_command_line(
         warmup_steps: int = setting(0, help="linear warm-up steps (default: %(default)s)")
         lora_bias: str = setting("none", choices=("none", "all"), help="which biases LoRA trains")
 
-    monkeypatch.setattr(cli, "FinetuneSettings", MoreSettings)
+    monkeypatch.setattr(cli.run_commands, "FinetuneSettings", MoreSettings)
     text = _help_text(["finetune"])
     assert "--warmup-steps WARMUP_STEPS linear warm-up steps (default: 0)" in text
     assert "--lora-bias {none,all} which biases LoRA trains" in _section(text, "LoRA (--train lora):")

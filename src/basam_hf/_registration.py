@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 _AUTO = "transformers.models.auto."
 
+# Each registration imports the class modules when it runs: they import torch and transformers (see above).
+
 
 def _register_config(module) -> None:
     from .configuration_basam import BaSamConfig

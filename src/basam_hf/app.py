@@ -51,7 +51,11 @@ from .demo_inputs import (
     read_image,
     undo_click,
 )
+from .loading import ba_variant, load_model_and_processor, model_line
+from .metrics import binary_iou
 from .references import ModelChoice, choose_model, print_model_note
+from .segment import overlay_masks, segment_image
+from .synthetic import render_sample
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +75,6 @@ GRADIO_MISSING = 'The demo needs Gradio: pip install "basam-hf[demo]" (or: pip i
 def write_sample_images(folder: str | os.PathLike) -> list[Path]:
     """Write the bundled samples into `folder` as PNG: the synthetic scenes [`SAMPLE_SCENES`] (deterministic), then
     the photos [`SAMPLE_PHOTOS`] where their package is installed."""
-    from .synthetic import render_sample
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -116,8 +118,6 @@ class DemoModels:
         `{"bias_mode": "none"}`) replace the model's own: the page starts from them (`basam-hf demo --bias-mode ...`).
         `dtype` (or `torch_dtype`): `"float32"`, `"bfloat16"` or `"float16"` for the model and its variants (see
         [`basam_hf.loading.load_model_and_processor`]); default the saved dtype."""
-        from .loading import load_model_and_processor
-
         self.choice = name if isinstance(name, ModelChoice) else choose_model(name)
         self.name = self.choice.name
         self.model, self.processor, _ = load_model_and_processor(
@@ -168,8 +168,6 @@ class DemoModels:
             if key in self._variants:
                 self._variants.move_to_end(key)
                 return self._variants[key]
-            from .loading import ba_variant
-
             variant = ba_variant(self.model, **overrides)
             self._variants[key] = variant
             while len(self._variants) > self.max_variants:
@@ -192,8 +190,6 @@ class Prediction:
 
     @property
     def masks_iou(self) -> float:
-        from .metrics import binary_iou
-
         return binary_iou(self.ba_mask, self.off_mask)
 
 
@@ -201,8 +197,6 @@ def segment_prompts(
     model, processor, image: Image.Image, prompts: Mapping[str, Any], size: int
 ) -> tuple[np.ndarray, float]:
     """One mask `(height, width)` bool and its predicted IoU for the prompts ([`basam_hf.segment.segment_image`])."""
-    from .segment import segment_image
-
     if not has_prompt(prompts):
         raise ValueError("Click at least one point or draw a box on the image first.")
     masks, scores = segment_image(
@@ -246,8 +240,6 @@ def predict(
 
 def mask_overlay(image: Image.Image, mask: np.ndarray, prompts: Mapping[str, Any]) -> Image.Image:
     """The image with the mask blended in and the prompts drawn on top."""
-    from .segment import overlay_masks
-
     return draw_prompts(overlay_masks(image, mask[None]), prompts)
 
 
@@ -276,7 +268,7 @@ def results_markdown(prediction: Prediction) -> str:
 
 def _import_gradio():
     try:
-        import gradio as gr
+        import gradio as gr  # optional: basam-hf[demo]
     except ImportError as error:
         raise ImportError(GRADIO_MISSING) from error
     return gr
@@ -620,8 +612,6 @@ def run_demo_command(args: argparse.Namespace, ba_settings: Mapping[str, Any] | 
     except ImportError as error:
         print(f"basam-hf demo: error: {error}", file=sys.stderr)
         return 1
-    from .loading import model_line
-
     # Without --model: SAM ViT-B when cached or reachable, else the embedded model with a note (as `segment`).
     models = DemoModels(args.model, ba_settings=ba_settings, dtype=getattr(args, "dtype", None))
     print_model_note("demo", models.choice)

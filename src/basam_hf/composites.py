@@ -118,7 +118,7 @@ def load_photo(name: str) -> np.ndarray:
 def photo_segments(name: str) -> tuple[np.ndarray, tuple[int, ...]]:
     """Felzenszwalb segmentation of a photo at `_SEGMENT_SIDE` px (labels `(h, w)` int32) and the labels of the
     segments usable as objects: 0.5-25 % of the photo, filling at least a quarter of their bounding box."""
-    from skimage.segmentation import felzenszwalb
+    from skimage.segmentation import felzenszwalb  # optional: basam-hf[train]
 
     image = Image.fromarray(load_photo(name))
     scale = _SEGMENT_SIDE / max(image.size)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor
 from transformers.models.sam.configuration_sam import SamMaskDecoderConfig
 
 from .bias import attention_scale_factor
@@ -154,8 +156,6 @@ def _save_converted(model: BaSamModel, output_dir: str | os.PathLike, **processo
 
 def _source_processor_settings(source: str | os.PathLike) -> dict:
     """The normalisation settings of the source's image processor; none (SAM's defaults) for a bare weights folder."""
-    from transformers import AutoImageProcessor
-
     try:
         source_processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError, TypeError):
@@ -240,8 +240,6 @@ def load_official_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.T
         raise FileNotFoundError(f"No checkpoint file at {path}.")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             content = load_file(path)
         else:
             content = torch.load(path, map_location="cpu", weights_only=True)

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from .constants import DEMO_MAX_PIXELS
+from .data import to_rgb
 
 POSITIVE = "object point (+)"
 NEGATIVE = "background point (-)"
@@ -104,8 +105,6 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEMO_MAX_PIXELS) -> Im
         ValueError: with a message for the page: not an image, or more than `max_pixels` pixels (checked from the
             header, before decoding).
     """
-    from .data import to_rgb
-
     name = Path(path).name
     try:
         with Image.open(path) as image:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import transformers
 from PIL import Image
 
 from . import __version__, loading, runtime
@@ -552,7 +553,6 @@ def package_versions() -> dict[str, str]:
     # Slow imports (accelerate, datasets), needed only when a summary is written.
     import accelerate
     import datasets
-    import transformers
 
     return {
         "basam_hf": __version__,
@@ -621,7 +621,7 @@ def plot_metrics(summary: dict, path: Path) -> None:
     import matplotlib  # a slow import, needed only for the plot
 
     matplotlib.use("Agg")  # no display: write files only
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use(): with the backend chosen
 
     names = summary["metric_names"]
     columns = min(3, len(names))

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import HfApi, constants
+
 from .model_card import (  # noqa: F401 (re-exported: their home was this module)
     DEFAULT_LICENSE,
     MODEL_CARD_FILE,
@@ -259,8 +261,6 @@ def _http_status(error: BaseException) -> int | None:
 
 def _default_api():
     """A `huggingface_hub.HfApi` (token from `hf auth login` / `HF_TOKEN`), refused when `HF_HUB_OFFLINE` is set."""
-    from huggingface_hub import HfApi, constants
-
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         raise OSError("HF_HUB_OFFLINE is set: pushing needs the network. Unset it, or use --dry-run.")
     return HfApi()

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import references
 from .constants import SEGMENT_MAX_PIXELS
 
 DEFAULT_MAX_PIXELS = SEGMENT_MAX_PIXELS  # see constants.py
@@ -75,9 +76,7 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
 def read_model_config(model: str | os.PathLike) -> dict | None:
     """The `config.json` of a local model folder or of `default`, as a dict; `None` for a Hub id (not fetched here:
     loading the model reports an unreachable Hub in one line) or a folder without one."""
-    from .references import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
-
-    folder = DEFAULT_MODEL_DIR if str(model) == DEFAULT_MODEL_NAME else Path(model).expanduser()
+    folder = references.DEFAULT_MODEL_DIR if str(model) == references.DEFAULT_MODEL_NAME else Path(model).expanduser()
     try:
         return json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -172,7 +172,7 @@ def _gaussian_kernel(size: int = 7, sigma: float = 5.0) -> np.ndarray:
 
 def weighted_f_measure(prob: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> float:
     """Weighted F-measure: errors spread to the nearest GT pixel, smoothed, and weighted by distance to the GT."""
-    from scipy.ndimage import convolve, distance_transform_edt
+    from scipy.ndimage import convolve, distance_transform_edt  # scipy.ndimage imports slowly
 
     prob, gt = _check(prob, gt)
     if not gt.any():

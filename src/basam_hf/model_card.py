@@ -10,7 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
+
 from .constants import BA_FIELDS, is_ba_parameter
+from .metrics import LOWER_IS_BETTER
 from .references import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
@@ -30,8 +34,6 @@ DEFAULT_TAGS = ("ba-sam", "sam", "segment-anything", "mask-generation", "image-s
 def evaluation_results(summary: Mapping[str, Any], dataset_id: str | None = None) -> list:
     """`EvalResult`s (the card's `model-index`) for the BA-SAM rows of an evaluation summary
     ([`basam_hf.evaluation.evaluate`]): one per metric and input size."""
-    from huggingface_hub import EvalResult
-
     source = str(summary.get("dataset"))
     # A local folder is named by its last component: its full path means nothing on the Hub.
     dataset_name = Path(source).name if is_local_path(source) else source
@@ -60,8 +62,6 @@ def evaluation_results(summary: Mapping[str, Any], dataset_id: str | None = None
 
 def _evaluation_table(summary: Mapping[str, Any]) -> dict:
     """The template's view of an evaluation summary: a description line, metric headers and formatted rows."""
-    from .metrics import LOWER_IS_BETTER
-
     names = list(summary.get("metric_names", []))
     rows = []
     for row in summary.get("results", []):
@@ -114,8 +114,6 @@ def render_model_card(
         evaluation_dataset_id: Hub id of the evaluation dataset for `model-index` (default: its name).
         license: SPDX-style license id for the metadata; `license_text` the card's license section.
     """
-    from huggingface_hub import ModelCard, ModelCardData
-
     config_dict = config if isinstance(config, Mapping) else config.to_dict()
     vision = dict(config_dict.get("vision_config", config_dict))
     vision.setdefault("pretrain_image_size", vision.get("image_size"))
@@ -174,8 +172,6 @@ def retarget_model_card(path: str | os.PathLike, repo_id: str):
     no change. A card written by basam-hf for a local folder (e.g. by `finetune` without `push_to_hub`) names that
     folder, and pushed as it is it would tell Hub users to load a path on the trainer's disk. Cards without the
     `ba-sam` tag (written by hand) are left alone (`None`). Nothing is written: save the returned card."""
-    from huggingface_hub import ModelCard
-
     card = ModelCard.load(path)
     if "ba-sam" not in (card.data.tags or []):
         return None
@@ -223,9 +219,6 @@ def write_adapter_card(
     """Render the adapter card of `folder` (its base model, how to load it with peft, the adapter's settings, the
     training run and evaluation) and save it as `folder/README.md`. Takes the arguments of
     [`write_model_card`]; the base model is the adapter's own reference."""
-    from huggingface_hub import ModelCard, ModelCardData
-    from safetensors import safe_open
-
     folder = Path(folder)
     adapter_config = json.loads((folder / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
     base = adapter_config.get("base_model_name_or_path")

@@ -445,7 +445,7 @@ def _torchvision_batched_nms() -> Callable | None:
     """torchvision's `batched_nms` if torchvision imports and its operators load; `None` otherwise (e.g. a CUDA build
     of torchvision next to a CPU build of torch fails with "operator torchvision::nms does not exist")."""
     try:
-        from torchvision.ops import batched_nms as torchvision_batched_nms
+        from torchvision.ops import batched_nms as torchvision_batched_nms  # optional, and may not load
 
         torchvision_batched_nms(torch.zeros(1, 4), torch.zeros(1), torch.zeros(1), 0.5)
     except Exception:

@@ -84,7 +84,7 @@ class ModelChoice(NamedTuple):
 def hub_cache_dir() -> str:
     """huggingface_hub's cache folder as the environment names it now (`HF_HUB_CACHE`, else `HF_HOME/hub`): its own
     constant is read once, at import."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # --help stays fast: huggingface_hub imports slowly
 
     if os.environ.get("HF_HUB_CACHE"):
         return os.path.expanduser(os.environ["HF_HUB_CACHE"])
@@ -95,7 +95,7 @@ def hub_cache_dir() -> str:
 
 def cached_snapshot(repo_id: str, files=_PHOTO_MODEL_REQUIRED) -> str | None:
     """The cached snapshot folder of `repo_id`'s main revision if it holds every one of `files`, else `None`."""
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # --help stays fast
 
     paths = [try_to_load_from_cache(repo_id, name, cache_dir=hub_cache_dir()) for name in files]
     if not all(isinstance(path, str) for path in paths):  # None (not cached) or _CACHED_NO_EXIST
@@ -108,7 +108,7 @@ def hub_offline() -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         return True
     try:
-        from huggingface_hub import constants
+        from huggingface_hub import constants  # --help stays fast
     except ImportError:
         return False
     return bool(constants.HF_HUB_OFFLINE)
@@ -117,7 +117,7 @@ def hub_offline() -> bool:
 def hub_reachable(repo_id: str, timeout: float = HUB_CHECK_SECONDS) -> bool:
     """Whether the Hub answers for `repo_id`'s `config.json` within `timeout` seconds (one request, no retries). It
     runs in a daemon thread so that a name lookup, which HTTP timeouts do not cover, cannot hold the caller longer."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url  # --help stays fast
 
     done, answered = threading.Event(), []
 
@@ -147,7 +147,7 @@ def photo_model(timeout: float = HUB_CHECK_SECONDS) -> ModelChoice:
             reason = "could not be reached"
         if reason is not None:
             return ModelChoice(DEFAULT_MODEL_NAME, DEFAULT_MODEL_NAME, {}, FALLBACK_NOTE.format(reason=reason))
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # --help stays fast
 
         folder = snapshot_download(PHOTO_MODEL_ID, allow_patterns=list(PHOTO_MODEL_FILES), cache_dir=hub_cache_dir())
     return ModelChoice(str(folder), PHOTO_MODEL_ID, dict(ZERO_SHOT_BA))

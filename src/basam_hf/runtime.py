@@ -28,7 +28,7 @@ def process_state(cpu: bool = False):
     it up. The state is shared by the whole process: created first with other settings (a plain `PartialState()` on a
     CPU machine), it would make every launched process a main process of its own, also for the Accelerator made
     later."""
-    from accelerate import PartialState
+    from accelerate import PartialState  # accelerate imports slowly
 
     return PartialState(cpu=_on_cpu(cpu))
 

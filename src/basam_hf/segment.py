@@ -207,7 +207,7 @@ def generate_masks(
     Returns:
         `masks` `(n, height, width)` bool and `scores` `(n,)`, best first.
     """
-    from transformers import pipeline
+    from transformers import pipeline  # transformers.pipelines imports slowly; only --automatic needs it
 
     image_processor = processor.image_processor
     if size is not None:

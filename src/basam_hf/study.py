@@ -273,7 +273,7 @@ def _paired_variants(summary: dict) -> tuple[str, str] | None:
 
 def plot_study(summary: dict, path: str | os.PathLike, confidence: float = 0.95) -> None:
     """Save [`study_figure`] as `path` (`miou_vs_size.png`)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib imports slowly; only the plot needs it
 
     figure = study_figure(summary, confidence)
     figure.savefig(path, dpi=100)
@@ -284,10 +284,10 @@ def study_figure(summary: dict, confidence: float = 0.95):
     """A matplotlib figure: mean IoU per size and variant with bootstrap error bars, on an axis from 0 to 1 (so a
     difference looks as large as it is); and, for two variants, their paired difference per size with its interval,
     around a zero line, on an axis of at least ±0.05."""
-    import matplotlib
+    import matplotlib  # imports slowly; only the plot needs it
 
     matplotlib.use("Agg")  # no display: write files only
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use(): with the backend chosen
 
     pair = _paired_variants(summary)
     sizes = sorted({result["size"] for result in summary["results"]})

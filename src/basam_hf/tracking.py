@@ -66,7 +66,7 @@ def truncate_metrics_log(path: Path, last_step: int) -> None:
 def available_trackers() -> list[str]:
     """The trackers a run logs to besides its JSON-lines log by default: TensorBoard when it is installed."""
     try:
-        import tensorboard  # noqa: F401
+        import tensorboard  # noqa: F401 (optional: only whether it is installed)
     except ImportError:
         return []
     return ["tensorboard"]

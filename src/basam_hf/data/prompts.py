@@ -29,7 +29,7 @@ def interior_point(mask: np.ndarray) -> np.ndarray:
     """`(x, y)` of the mask pixel farthest from the background (maximum of the Euclidean distance transform), the
     image border counting as background; among ties, the one nearest their mean (first in row-major order if still
     tied)."""
-    from scipy.ndimage import distance_transform_edt
+    from scipy.ndimage import distance_transform_edt  # imports slowly; only interior prompts need it
 
     if not mask.any():
         raise ValueError("empty mask: no interior point")
@@ -43,7 +43,7 @@ def interior_point(mask: np.ndarray) -> np.ndarray:
 def deep_pixel(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """`(x, y)` of a random mask pixel drawn with probability proportional to its distance from the background (the
     image border counting as background)."""
-    from scipy.ndimage import distance_transform_edt
+    from scipy.ndimage import distance_transform_edt  # imports slowly; only interior prompts need it
 
     if not mask.any():
         raise ValueError("empty mask: no click")

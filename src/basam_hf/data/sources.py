@@ -4,6 +4,7 @@
 [`basam_hf.data.codecs`]'s."""
 
 import functools
+import multiprocessing
 import os
 import warnings
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .coco import _is_crowd, _object_id, _object_mask, coco_objects
 from .codecs import _make_sample, _open_image
@@ -160,8 +162,6 @@ def write_image_folder(
     `num_workers` > 0 renders in that many forked processes (Linux and macOS; a dataset reading through a closure
     does not pickle, a forked worker inherits it)."""
     global _FORKED_WRITE
-    from tqdm.auto import tqdm
-
     root = Path(path)
     for folder in ("images", "masks"):
         (root / folder).mkdir(parents=True, exist_ok=True)
@@ -169,8 +169,6 @@ def write_image_folder(
     write = functools.partial(_write_sample, dataset, root, max_side)
     bar = tqdm(total=len(todo), desc=f"writing {root.name}", disable=not progress)
     if num_workers > 0 and len(todo) > 1:
-        import multiprocessing
-
         _FORKED_WRITE = write
         try:
             with multiprocessing.get_context("fork").Pool(num_workers) as pool:
@@ -314,7 +312,7 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _load_hf_dataset(source: str, split: str | None, saved: bool):
-    import datasets
+    import datasets  # imports slowly; only Hub and saved datasets need it
 
     try:
         loaded = datasets.load_from_disk(source) if saved else datasets.load_dataset(source, split=split)
@@ -358,7 +356,7 @@ def _resolve_columns(
     annotations_column: str | None,
     id_column: str | None,
 ) -> _Columns:
-    import datasets
+    import datasets  # imports slowly; only Hub and saved datasets need it
 
     available = list(dataset.column_names)
     image_column = image_column or "image"
@@ -390,7 +388,7 @@ def _resolve_columns(
 
 
 def _hf_segmentation_dataset(dataset, columns: _Columns, max_samples: int | None) -> SegmentationDataset:
-    import datasets
+    import datasets  # imports slowly; only Hub and saved datasets need it
 
     # Decode images ourselves: errors then name the sample, and reading ids or annotations decodes nothing.
     for name in (columns.image, columns.mask):

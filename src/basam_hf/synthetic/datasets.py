@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from ..data import SegmentationDataset, write_image_folder
 from .render import _parse_size, render_sample, sample_id
 
 if TYPE_CHECKING:
     import datasets
-
-    from ..data import SegmentationDataset
 
 _DATASET_SEED_STRIDE = 1_000_003  # sample i of a dataset with seed s uses seed s * stride + i
 
@@ -75,8 +74,6 @@ def synthetic_segmentation_dataset(
 ) -> "SegmentationDataset":
     """The samples of `make_synthetic_dataset(...)` as a [`basam_hf.data.SegmentationDataset`], rendered when read
     (nothing is encoded or stored): for evaluating at many sizes without writing a dataset per size."""
-    from ..data import SegmentationDataset
-
     seeds = dataset_seeds(num_samples, seed)
 
     def read(index: int) -> dict:
@@ -93,6 +90,4 @@ def write_synthetic_image_folder(
     path: str | Path, num_samples: int, size: int | tuple[int, int] = 256, seed: int = 0, **knobs
 ) -> Path:
     """Write `path/images/<id>.png` (RGB) and `path/masks/<id>.png` (L, 0/255); returns `path`."""
-    from ..data import write_image_folder
-
     return write_image_folder(synthetic_segmentation_dataset(num_samples, size, seed, **knobs), path, progress=False)
