@@ -49,7 +49,7 @@ from .model_commands import (
     add_push_command,
     add_segment_command,
 )
-from .run_commands import add_coco_options, add_compare_command, add_evaluate_command, add_finetune_command
+from .run_commands import add_compare_command, add_evaluate_command, add_finetune_command
 
 # Commands that run a model for inference, and so take --dtype (evaluate's is one of its settings).
 DTYPE_COMMANDS = ("compare", "segment", "demo")
@@ -160,7 +160,6 @@ __all__ = [
     "OneLineErrorParser",
     "PathNotFoundError",
     "add_ba_options",
-    "add_coco_options",
     "add_compare_command",
     "add_convert_commands",
     "add_demo_command",

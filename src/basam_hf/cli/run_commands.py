@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ..settings import (
     SIZE_ROUNDING,
-    DatasetSettings,
     EvaluateSettings,
     FinetuneSettings,
     add_settings_arguments,
@@ -29,11 +28,6 @@ from .common import (
     print_model_line,
     writing_into,
 )
-
-
-def add_coco_options(parser: argparse.ArgumentParser) -> None:
-    """`--coco-annotations FILE --images DIR`: a COCO instances file and its images folder as the dataset."""
-    add_settings_arguments(parser, DatasetSettings, ("coco_annotations", "images"))
 
 
 def _dataset_argument(args):
