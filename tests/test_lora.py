@@ -280,3 +280,16 @@ def test_gradient_checkpointing_trains_the_same_adapter(base_dir, data, tmp_path
     assert any(value.abs().max() > 0 for value in initial.values())  # the adapter trained (lora_B starts at zero)
     assert results[True].losses == pytest.approx(results[False].losses, rel=1e-5)
     assert _max_difference(adapters[False], adapters[True]) <= 1e-5
+
+
+def test_merge_writes_the_adapter_merged_into_its_base(base_dir, data, tmp_path):
+    output = tmp_path / "run"
+    args = ["finetune", "--model", base_dir, "--dataset", data[0], "--prompt", "box", "--lr", "1e-2", "--log-with"]
+    args += ["--max-steps", "2", "--output", str(output), "--train", "lora", "--lora-rank", "2", "--merge"]
+    assert main(args) == 0
+    merged = BaSamModel.from_pretrained(output / "merged")
+    adapter_model = load_adapter_model(output / "final")
+    assert (_masks(merged) - _masks(adapter_model)).abs().max() <= 1e-5
+    assert (_masks(merged) - _masks(BaSamModel.from_pretrained(base_dir))).abs().max() > 1e-4  # it did train
+    with pytest.raises(ValueError, match="merge applies to train='lora' only"):
+        finetune(base_dir, data[0], output_dir=tmp_path / "full", merge=True)

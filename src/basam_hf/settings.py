@@ -370,6 +370,11 @@ class FinetuneSettings(DatasetSettings):
         "without names)",
     )
     license: str = setting("apache-2.0", help="license in the model card")
+    merge: bool = setting(
+        False,
+        help="with --train lora: also write merged/, final/'s adapter merged into its base (a plain BA-SAM folder "
+        "that loads without peft; `basam-hf merge-lora` does the same for any adapter later)",
+    )
     push_to_hub: str | None = setting(None, metavar="REPO_ID", help="push best/ (else final/) at the end")
     private: bool = setting(False, help="create the Hub repo as private")
     cpu: bool = setting(False, help="train on CPU even if an accelerator is available")

@@ -76,7 +76,7 @@ from .constants import LORA_MODE, MIXED_PRECISION, TRAIN_MODES
 from .data import SegmentationDataset, parse_prompt
 from .evaluation import evaluate
 from .hub import push_to_hub
-from .lora import LoraOptions, is_lora_model, lora_options, save_adapter
+from .lora import LoraOptions, is_lora_model, lora_options, merge_adapter, save_adapter
 from .losses import LOSSES
 from .metrics import LOWER_IS_BETTER, STANDARD_METRICS
 from .model_card import write_model_card
@@ -97,6 +97,7 @@ from .trainable import load_training_model, model_source, prepare_model, set_tra
 
 BEST_DIR = "best"
 FINAL_DIR = "final"
+MERGED_DIR = "merged"  # final/'s adapter merged into its base (`merge=True`)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -140,6 +141,8 @@ def checked_settings(settings: FinetuneSettings, dataset: Any, lora: LoraOptions
         settings = replace(settings, **{LORA_PREFIX + name: value for name, value in options.to_dict().items()})
     elif settings.train == LORA_MODE:
         LoraOptions(**settings.lora_options())  # the lora_* settings checked
+    if settings.merge and settings.train != LORA_MODE:
+        raise ValueError(f"merge applies to train='lora' only (it merges an adapter), not train={settings.train!r}.")
     if dataset is None and settings.dataset is None and settings.preset is None and coco_files(settings) is None:
         raise ValueError("Give a training dataset (Hub id, save_to_disk folder, image folder) or a preset.")
     return settings
@@ -556,14 +559,20 @@ class FineTuningRun:
         self.accelerator.wait_for_everyone()
 
     def finish(self) -> None:
-        """The end: validation and checkpoint of the last step (unless just done), `final/`, and the push of `best/`
-        (else `final/`)."""
+        """The end: validation and checkpoint of the last step (unless just done), `final/` (with `merge`, also
+        `merged/`: the adapter merged into its base), and the push of `best/` (else `final/`)."""
         if self.val_set is not None and self.last_eval_step != self.global_step:
             self.validate()
         if self.last_save_step != self.global_step:
             self.checkpoint()
         self.export(self.final_dir, self.last_summary)
         settings = self.settings
+        if settings.merge and self.accelerator.is_main_process:
+            merged = self.output / MERGED_DIR
+            temporary = merged.with_name(f".tmp-{merged.name}")
+            shutil.rmtree(temporary, ignore_errors=True)
+            merge_adapter(self.final_dir, temporary)
+            replace_directory(temporary, merged)
         if settings.push_to_hub and self.accelerator.is_main_process:
             folder = self.best_dir if self.best_dir.is_dir() else self.final_dir
             message = "Fine-tuned BA-SAM (basam-hf)"
@@ -665,6 +674,7 @@ __all__ = [
     "BEST_DIR",
     "EXCLUDED_FILE",
     "FINAL_DIR",
+    "MERGED_DIR",
     "LOGS_DIR",
     "LOSSES",
     "METRICS_LOG",

@@ -25,6 +25,7 @@ FINETUNE_OUTPUTS = (
     "base",
     "best",
     "final",
+    "merged",
     "excluded_train_samples.json",
     ".tmp-*",
     ".trash-*",
