@@ -7,6 +7,8 @@ Ctrl-C; old ones are renamed aside before deletion for the same reason.
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,17 @@ def replace_directory(source: Path, target: Path) -> None:
     os.replace(source, target)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextmanager
+def directory_replaced(target: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of `target` (`.tmp-NAME`) to write into; when the block ends without an error it
+    replaces `target` whole ([`replace_directory`]). After an error `target` is as it was (the temporary stays, for
+    [`remove_stale_temporaries`])."""
+    temporary = target.with_name(f".tmp-{target.name}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    yield temporary
+    replace_directory(temporary, target)
 
 
 def _remove_directory(path: Path) -> None:
@@ -201,6 +214,7 @@ def check_resume_compatible(checkpoint: Path, model_config: Any, settings: dict)
 
 __all__ = [
     "check_resume_compatible",
+    "directory_replaced",
     "latest_checkpoint",
     "list_checkpoints",
     "remove_stale_temporaries",

@@ -29,7 +29,7 @@ from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import PretrainedConfig
 
-from .checkpoints import comparable_config, replace_directory
+from .checkpoints import comparable_config, directory_replaced
 from .configuration_basam import BaSamConfig
 from .constants import LORA_DEFAULTS, LORA_MODE, is_ba_parameter
 from .loading import load_processor
@@ -128,9 +128,8 @@ def prepare_base(model, processor, source: str | os.PathLike | None, output_dir:
         return str(Path(resolved).resolve()) if is_local_path(resolved) else resolved
     base = (output_dir / BASE_DIR).resolve()
     if accelerator.is_main_process:
-        temporary = base.with_name(f".tmp-{base.name}")
-        save_pretrained_with_processor(model, str(temporary), processor=processor)
-        replace_directory(temporary, base)
+        with directory_replaced(base) as temporary:
+            save_pretrained_with_processor(model, str(temporary), processor=processor)
     accelerator.wait_for_everyone()
     return str(base)
 

@@ -23,6 +23,14 @@ MANIFEST_FILE = ".basam-hf-outputs.json"
 _SHOWN = 4
 
 
+def write_json_atomically(path: str | os.PathLike, value) -> None:
+    """`value` as indented JSON at `path`, written under a temporary name and renamed: complete or absent."""
+    path = Path(path)
+    partial = path.with_name(f".tmp-{path.name}")
+    partial.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
 def _listed(names: Sequence[str]) -> str:
     more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
     return ", ".join(names[:_SHOWN]) + more
@@ -77,9 +85,7 @@ class OutputFolder:
         manifest = self.path / MANIFEST_FILE
         if not own and not manifest.exists():
             return None
-        partial = manifest.with_name(f".tmp-{manifest.name}")
-        partial.write_text(json.dumps({"command": self.command, "files": own}, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, manifest)
+        write_json_atomically(manifest, {"command": self.command, "files": own})
         return manifest
 
 
@@ -147,4 +153,11 @@ def describe_replaced(folder: OutputFolder, names: Sequence[str], verb: str = "r
     return f"basam-hf {folder.command}: --overwrite: {verb} the earlier run's {_listed(list(names))} in {folder.path}"
 
 
-__all__ = ["MANIFEST_FILE", "OutputFolder", "describe_replaced", "prepare_output", "read_manifest"]
+__all__ = [
+    "MANIFEST_FILE",
+    "OutputFolder",
+    "describe_replaced",
+    "prepare_output",
+    "read_manifest",
+    "write_json_atomically",
+]

@@ -38,7 +38,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,10 +64,10 @@ from .batches import (
 from .checkpoints import (
     CHECKPOINTS_DIR,
     check_resume_compatible,
+    directory_replaced,
     latest_checkpoint,
     list_checkpoints,
     remove_stale_temporaries,
-    replace_directory,
     resolve_resume,
     save_checkpoint,
 )
@@ -262,15 +261,13 @@ def training_card_table(settings: dict, patch_size: int) -> dict[str, Any]:
 
 
 def _export(model, processor, folder: Path, card: dict) -> None:
-    """`save_pretrained_with_processor` + model card into a temporary folder, then [`replace_directory`]."""
-    temporary = folder.with_name(f".tmp-{folder.name}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    if is_lora_model(model):  # an adapter folder (issue 29): adapter_config.json, adapter_model.safetensors
-        save_adapter(model, temporary)
-    else:
-        save_pretrained_with_processor(model, str(temporary), processor=processor)
-    write_model_card(temporary, **card)
-    replace_directory(temporary, folder)
+    """`save_pretrained_with_processor` + model card as `folder`, swapped in whole ([`directory_replaced`])."""
+    with directory_replaced(folder) as temporary:
+        if is_lora_model(model):  # an adapter folder (issue 29): adapter_config.json, adapter_model.safetensors
+            save_adapter(model, temporary)
+        else:
+            save_pretrained_with_processor(model, str(temporary), processor=processor)
+        write_model_card(temporary, **card)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -568,11 +565,8 @@ class FineTuningRun:
         self.export(self.final_dir, self.last_summary)
         settings = self.settings
         if settings.merge and self.accelerator.is_main_process:
-            merged = self.output / MERGED_DIR
-            temporary = merged.with_name(f".tmp-{merged.name}")
-            shutil.rmtree(temporary, ignore_errors=True)
-            merge_adapter(self.final_dir, temporary)
-            replace_directory(temporary, merged)
+            with directory_replaced(self.output / MERGED_DIR) as temporary:
+                merge_adapter(self.final_dir, temporary)
         if settings.push_to_hub and self.accelerator.is_main_process:
             folder = self.best_dir if self.best_dir.is_dir() else self.final_dir
             message = "Fine-tuned BA-SAM (basam-hf)"

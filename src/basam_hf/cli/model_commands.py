@@ -3,7 +3,6 @@
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ..constants import (
     SEGMENT_MAX_PIXELS,
 )
 from ..limits import open_image
+from ..outputs import write_json_atomically
 from ..references import choose_model, print_model_note
 from ..settings import SIZE_ROUNDING, positive_int
 from .common import (
@@ -206,7 +206,7 @@ def _segment(args: argparse.Namespace) -> int:
     with writing_into(folder, clear=True):
         paths = save_masks(masks, image, args.output, boxes=boxes, points=points, labels=labels)
         record["masks"] = [{"file": path.name, "predicted_iou": float(score)} for path, score in zip(paths, scores)]
-        _write_json(Path(args.output) / "segment.json", record)
+        write_json_atomically(Path(args.output) / "segment.json", record)
     for path, score in zip(paths, scores):
         print(f"{path}  (predicted IoU {_shown_iou(score)})")
     if args.automatic:
@@ -218,13 +218,6 @@ def _segment(args: argparse.Namespace) -> int:
         )
     print(f"{paths[-1]}  ({len(masks)} mask(s) overlaid, prompts drawn); raw scores in segment.json")
     return 0
-
-
-def _write_json(path: Path, value) -> None:
-    """`value` as JSON at `path`, written to a temporary name and renamed: complete or absent."""
-    partial = path.with_name(f".tmp-{path.name}")
-    partial.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
 
 
 def add_segment_command(commands) -> None:
