@@ -83,9 +83,15 @@ def read_model_config(model: str | os.PathLike) -> dict | None:
         return None
 
 
+def _widths(vision: Mapping[str, Any]) -> tuple[int, int]:
+    """The encoder's hidden and MLP widths (SAM ViT-B's where the config does not say)."""
+    hidden = vision.get("hidden_size", 768)
+    return hidden, vision.get("mlp_dim", 4 * hidden)
+
+
 def _weights_bytes(vision: Mapping[str, Any]) -> int:
     """float32 weights of the image encoder (which dominates SAM's parameters)."""
-    hidden, mlp = vision.get("hidden_size", 768), vision.get("mlp_dim", 4 * vision.get("hidden_size", 768))
+    hidden, mlp = _widths(vision)
     return 4 * vision.get("num_hidden_layers", 12) * (4 * hidden * hidden + 2 * hidden * mlp)
 
 
@@ -104,7 +110,7 @@ def estimate_memory(config: Mapping[str, Any], size: int, prompts: int = 1) -> i
     patch = vision.get("patch_size", 16)
     side = math.ceil(size / patch) * patch
     tokens = (side // patch) ** 2
-    hidden, mlp = vision.get("hidden_size", 768), vision.get("mlp_dim", 4 * vision.get("hidden_size", 768))
+    hidden, mlp = _widths(vision)
     channels = vision.get("output_channels", 256)
     pixels = 4 * 3 * side * side * 4
     encoder = 4 * tokens * (8 * hidden + 2 * mlp)

@@ -20,8 +20,7 @@ from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME, cached_file
 from transformers.utils import logging as transformers_logging
 
 from .configuration_basam import BaSamConfig
-from .constants import BA_FIELDS, BA_OFF, DTYPE_NAMES
-from .conversion import is_ba_parameter
+from .constants import BA_FIELDS, BA_OFF, DTYPE_NAMES, is_ba_parameter
 from .modeling_basam import BaSamModel
 from .processing_basam import BaSamImageProcessor, BaSamProcessor, normalisation_settings, processor_for_model
 from .references import DEFAULT_MODEL_NAME, resolve_model

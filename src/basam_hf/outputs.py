@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .references import DEFAULT_MODEL_NAME
+
 MANIFEST_FILE = ".basam-hf-outputs.json"
 # How many names a message lists before "and N more".
 _SHOWN = 4
@@ -116,7 +118,7 @@ def prepare_output(
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(f"the output {path} is a file, not a folder: give a new or empty folder")
-    inputs = [Path(item).expanduser() for item in inputs if item is not None and str(item) != "default"]
+    inputs = [Path(item).expanduser() for item in inputs if item is not None and str(item) != DEFAULT_MODEL_NAME]
     for item in inputs:
         if item.exists() and _same_path(item, path):
             raise ValueError(f"the output folder {path} is this command's input: give another folder")

@@ -179,23 +179,23 @@ def print_model_note(command: str, choice: "ModelChoice") -> None:
 
 
 __all__ = [
-    "print_model_note",
     "ADAPTER_CONFIG_FILE",
     "ADAPTER_WEIGHTS_FILE",
     "DEFAULT_MODEL_DIR",
     "DEFAULT_MODEL_NAME",
     "HUB_CHECK_SECONDS",
+    "ModelChoice",
     "PHOTO_MODEL_FILES",
     "PHOTO_MODEL_ID",
-    "ModelChoice",
     "cached_snapshot",
     "choose_model",
     "hub_cache_dir",
+    "hub_id_or_none",
     "hub_offline",
     "hub_reachable",
-    "photo_model",
-    "hub_id_or_none",
     "is_adapter_folder",
     "is_local_path",
+    "photo_model",
+    "print_model_note",
     "resolve_model",
 ]

@@ -129,7 +129,7 @@ def writing_into(folder, clear: bool, cpu: bool = False):
         earlier = folder.begin(clear)
         note = describe_replaced(folder, earlier, "removed" if clear else "reusing (and updating)")
         if note:
-            print(f"{note}", file=sys.stderr)
+            print(note, file=sys.stderr)
     if os.environ.get("WORLD_SIZE", "1") not in ("1", ""):
         from ..runtime import process_state  # torch, accelerate
 

@@ -23,6 +23,7 @@ from .common import (
     add_overwrite_option,
     ba_settings_from_args,
     check_sizes,
+    is_main_process,
     model_with_settings,
     prepare_output_folder,
     print_model_line,
@@ -83,9 +84,8 @@ def add_evaluate_command(commands) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from ..study import COMPARE_SCALES, OVERLAY_FILE, PLOT_FILE, RESULTS_TABLE, compare  # torch
 
-    folder = prepare_output_folder(
-        args, COMPARE_OUTPUTS, resume=args.overwrite
-    )  # cached results are keyed, as evaluate's
+    # Its cached results are keyed by model and settings, as evaluate's: with --overwrite they are reused.
+    folder = prepare_output_folder(args, COMPARE_OUTPUTS, resume=args.overwrite)
     check_sizes(args.model, args.sizes, "--sizes")
     print_model_line(args, args.sizes, COMPARE_SCALES)
     seed = {} if args.seed is None else {"seed": args.seed}
@@ -139,9 +139,7 @@ def _finetune(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("basam-hf finetune: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
         return 130
-    from accelerate import PartialState  # accelerate imports slowly
-
-    if PartialState().is_main_process:
+    if is_main_process():
         print(f"Trained {result.global_step} steps; last checkpoint {result.last_checkpoint}.")
         if result.best:
             best = result.best
