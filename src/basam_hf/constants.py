@@ -52,8 +52,10 @@ DEMO_MAX_FILE_SIZE = "50mb"
 
 # `segment`'s defaults: the largest image it reads without --max-pixels (50 megapixels: a 48 MP phone photo passes;
 # the image, its float copy for the processor and one full-size mask per result live in memory at once, and a
-# 100-megapixel image peaked at 4.7 GB with a box prompt), the grid of --automatic (N x N point prompts, as the
-# examples' pipeline call) and the prompts one automatic forward pass decodes at once.
+# 100-megapixel image peaked at 4.7 GB with a box prompt), the grid of --automatic (N x N point prompts, also
+# `generate_masks`' and examples/pipeline_usage.py's: SAM's automatic generator's 32; transformers' pipeline called
+# without `points_per_crop` uses 64, four times the prompts, and so finds other masks) and the prompts one automatic
+# forward pass decodes at once.
 SEGMENT_MAX_PIXELS = 50_000_000
 POINTS_PER_SIDE = 32
 AUTOMATIC_PROMPTS_PER_BATCH = 16

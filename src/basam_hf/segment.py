@@ -32,9 +32,6 @@ OVERLAY_COLORS = (
 # Prompt markers: object points, background points.
 POSITIVE_COLOR = (0, 200, 70)
 NEGATIVE_COLOR = (230, 30, 30)
-# The grid of automatic mask generation (`POINTS_PER_SIDE`, for `basam-hf segment --automatic`, [`generate_masks`] and
-# examples/pipeline_usage.py) is SAM's automatic generator's 32: transformers' pipeline called without
-# `points_per_crop` uses 64, four times the prompts, and so finds other masks.
 
 
 def _coordinates(values: Sequence[float], count: int, what: str) -> list[float]:

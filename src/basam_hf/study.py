@@ -273,9 +273,9 @@ def _paired_variants(summary: dict) -> tuple[str, str] | None:
 
 def plot_study(summary: dict, path: str | os.PathLike, confidence: float = 0.95) -> None:
     """Save [`study_figure`] as `path` (`miou_vs_size.png`)."""
+    figure = study_figure(summary, confidence)  # first: it chooses the file-only backend before pyplot loads
     import matplotlib.pyplot as plt  # matplotlib imports slowly; only the plot needs it
 
-    figure = study_figure(summary, confidence)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
